@@ -1,0 +1,41 @@
+# hrta-bench: two commands from a fresh clone.
+#   make test       create or reuse .venv, install everything, run the whole test suite
+#   make reproduce  create or reuse .venv, install everything, run the pipeline (default grid)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 2
+GRID ?= default
+PYTEST_ARGS ?=
+
+.PHONY: test reproduce install lint smoke clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Reinstall whenever the dependency declarations change.
+$(STAMP): $(BIN)/python pyproject.toml examples/hrta-backend-example/pyproject.toml
+	$(BIN)/pip install --quiet -e ".[all,dev]" -e examples/hrta-backend-example
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint
+
+reproduce: install
+	$(BIN)/snakemake --cores $(CORES) --config grid=$(GRID)
+
+smoke: install
+	$(BIN)/snakemake --cores $(CORES) --config grid=smoke
+
+clean-venv:
+	rm -rf $(VENV)

@@ -404,10 +404,30 @@ def parse_spec(document: Any) -> RunSpec:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads exponent floats without a dot (``1e-3``) as numbers, as
-    YAML 1.2 and JSON do; PyYAML's YAML 1.1 rules would make them strings."""
+    """SafeLoader with YAML 1.2 / JSON scalars where YAML 1.1 surprises users: exponent floats
+    without a dot (``1e-3``) are numbers, only ``true``/``false`` are booleans (``yes``, ``on``
+    stay strings and are then rejected where a boolean is expected), and a key given twice in
+    one mapping is an error instead of silently keeping the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", mark)
+            seen[key] = True
+        return super().construct_mapping(node, deep=deep)
 
 
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),

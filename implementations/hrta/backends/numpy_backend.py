@@ -31,6 +31,9 @@ class NumpyBackend(Backend):
         value, grads = model.loss_and_grad(params, X, y, s, trainable)
         return float(value), grads
 
+    # Overflow on the way to divergence is expected: it is detected and recorded below, so
+    # NumPy's RuntimeWarnings would only be noise on the user's terminal.
+    @np.errstate(over="ignore", invalid="ignore")
     def train(self, inputs: Inputs, progress: Progress | None = None) -> TrainResult:
         spec = inputs.spec
         trainable = spec.model.train

@@ -103,6 +103,73 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tolerance_value(text: str) -> float:
+    """argparse type of --rtol/--atol/--params-rtol: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from hrta import compare
+    from hrta.run import read_run
+
+    if len(args.runs) < 2:
+        raise UsageError("compare: expected a baseline run folder and at least one more, got "
+                         f"{len(args.runs)} folder")
+    views = [compare.RunView.from_folder(read_run(path)) for path in args.runs]
+    baseline, others = views[0], views[1:]
+    default_loss, default_params = compare.tolerances.for_run(baseline.spec)
+    loss_tol = default_loss.with_overrides(args.rtol, args.atol)
+    params_tol = default_params.with_overrides(args.params_rtol)
+    try:
+        results = compare.compare_runs(baseline, others, loss_tol, params_tol)
+    except compare.SpecMismatch as err:
+        raise UsageError(str(err)) from None
+    sys.stdout.write(compare.format_report(baseline, results,
+                                           None if args.all_steps else 20))
+    if args.json:
+        compare.write_json(args.json, compare.report_dict(baseline, results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_CHECK_FAILED
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    from hrta import conformance
+    from hrta.backends import require_backend
+
+    backends = [require_backend(name) for name in args.backend]
+    if args.measure:
+        try:
+            for backend in backends:
+                conformance.measure(backend)
+        except conformance.ConformanceError as err:
+            print(f"FAILED: {err}")
+            return EXIT_CHECK_FAILED
+        return EXIT_OK
+    status = conformance.run_pytest([b.name for b in backends], args.pytest_args)
+    return {0: EXIT_OK, 1: EXIT_CHECK_FAILED}.get(status, EXIT_BAD_INPUT)
+
+
+def cmd_theory(args: argparse.Namespace) -> int:
+    import json
+
+    from hrta import theory
+    from hrta.atomic import write_text
+
+    try:
+        result = theory.task_theory(args.task, args.s, args.n_train, args.seed, args.train)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(theory.format_task_theory(result))
+    if args.json:
+        write_text(args.json, json.dumps(theory.json_safe(result), indent=2) + "\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hrta import __version__
 
@@ -124,6 +191,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="list registered backends and whether they can run")
     p.set_defaults(func=cmd_backends)
+
+    p = sub.add_parser("compare", help="compare runs of one spec with a baseline run; exit 1 "
+                                       "when a tolerance is exceeded")
+    p.add_argument("runs", nargs="+", metavar="DIR",
+                   help="run folders; the first is the baseline (normally the numpy reference)")
+    p.add_argument("--json", metavar="OUT", help="also write the full comparison as JSON")
+    p.add_argument("--rtol", type=_tolerance_value,
+                   help="train_loss relative tolerance (default: hrta.tolerances by dtype)")
+    p.add_argument("--atol", type=_tolerance_value,
+                   help="train_loss absolute tolerance (default 0)")
+    p.add_argument("--params-rtol", type=_tolerance_value,
+                   help="normwise relative tolerance of the final parameters")
+    p.add_argument("--all-steps", action="store_true",
+                   help="print every logged step (default: about 20 rows)")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("conformance", help="run the backend conformance suite (pytest) on "
+                                           "registered backends")
+    p.add_argument("--backend", action="append", required=True, metavar="NAME",
+                   help="backend to test (repeatable)")
+    p.add_argument("--measure", action="store_true",
+                   help="print the largest deviation per check and dtype instead of running "
+                        "pytest")
+    p.add_argument("pytest_args", nargs="*", metavar="PYTEST_ARG",
+                   help="extra pytest arguments after --, e.g. -- -k adam -x")
+    p.set_defaults(func=cmd_conformance)
+
+    p = sub.add_parser("theory", help="spectrum of the closed-form NTK (spec section 8) per s "
+                                      "on a task's training inputs")
+    p.add_argument("--task", required=True, help="task name (spec section 9)")
+    p.add_argument("--s", type=float, nargs="+", default=[0.5, 1.0, 1.5],
+                   help="homotopy parameters in [0, 2] (default: 0.5 1 1.5)")
+    p.add_argument("--n-train", type=int, default=100, help="training points (default: 100)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training points (default: 0)")
+    p.add_argument("--train", nargs="+", default=["W", "b", "a"],
+                   help="trained parameters (default: W b a; W b = frozen output layer)")
+    p.add_argument("--json", metavar="OUT", help="also write the result as JSON to this file")
+    p.set_defaults(func=cmd_theory)
     return parser
 
 

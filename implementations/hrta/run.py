@@ -3,28 +3,38 @@
 ``execute`` asks a backend to train and turns its :class:`TrainResult` into the history rows
 and metrics that every backend shares; ``write_run`` writes the folder atomically;
 ``read_run`` reads one back and rejects incomplete or foreign folders.
+
+Compatibility: ``read_run`` accepts a folder only when it was written for this spec version
+(``spec_version``) by an hrta-bench of the same major.minor version (``suite_version``; a patch
+release changes no file format and no result), and when inputs.npz, history.csv and params.npz
+still have the SHA-256 digests that metrics.json lists under ``files`` (a truncated, edited or
+swapped file is caught even where it still parses).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
 import time
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from hrta import atomic, model, provenance
+from hrta import __version__, atomic, model, provenance
 from hrta.backends.base import Backend, Progress, TrainResult
 from hrta.inputs import Inputs, inputs_arrays, load_inputs, write_npz
 from hrta.spec import SPEC_VERSION
 
 HISTORY_COLUMNS = ("step", "s", "lr", "train_loss")
 RUN_FILES = ("inputs.npz", "history.csv", "metrics.json", "params.npz")
+CHECKSUMMED = ("inputs.npz", "history.csv", "params.npz")  # digests in metrics.json "files"
 
 
 class RunFolderError(ValueError):
@@ -126,16 +136,34 @@ def history_csv(rows: list[tuple[int, float, float, float]]) -> str:
     return buffer.getvalue()
 
 
-def write_run(outcome: RunOutcome, out: Path | str, *, force: bool = False) -> Path:
+def write_run(outcome: RunOutcome, out: Path | str, *, force: bool = False,
+              durable: bool = True) -> Path:
     """Write the run folder atomically: it appears complete or not at all; with ``force`` an
-    existing folder is replaced only once the new one is complete."""
+    existing folder is replaced only once the new one is complete. ``durable=False``: no
+    fsync (see :func:`hrta.atomic.staged_folder`); the caller syncs."""
     out = Path(out)
-    with atomic.staged_folder(out, replace=force) as staging:
+    with atomic.staged_folder(out, replace=force, durable=durable) as staging:
         write_npz(staging / "inputs.npz", inputs_arrays(outcome.inputs))
         write_npz(staging / "params.npz", outcome.result.params)
         (staging / "history.csv").write_text(history_csv(outcome.history))
-        (staging / "metrics.json").write_text(json.dumps(outcome.metrics, indent=2) + "\n")
+        files = {name: _sha256(staging / name) for name in CHECKSUMMED}
+        metrics = {**outcome.metrics, "files": files}
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def suite_compatible(found: Any) -> bool:
+    """True when results written by hrta-bench version ``found`` may be read and merged by this
+    suite: the same major.minor version (patch releases differ in neither formats nor
+    results); anything that is not a version string is incompatible."""
+    if not isinstance(found, str):
+        return False
+    parts, ours = found.split("."), __version__.split(".")
+    return len(parts) >= 2 and all(p.isdigit() for p in parts[:2]) and parts[:2] == ours[:2]
 
 
 @dataclass
@@ -148,13 +176,16 @@ class RunFolder:
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(header) != HISTORY_COLUMNS:
-            raise RunFolderError(f"{path}: expected header {','.join(HISTORY_COLUMNS)}, "
-                                 f"got {header}")
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or tuple(header) != HISTORY_COLUMNS:
+                raise RunFolderError(f"{path}: expected header {','.join(HISTORY_COLUMNS)}, "
+                                     f"got {header}")
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise RunFolderError(f"{path}: not a CSV text file ({err})") from None
     try:
         steps = np.array([int(r[0]) for r in rows], dtype=np.int64)
         values = np.array([[float(x) for x in r[1:4]] for r in rows], dtype=np.float64)
@@ -171,12 +202,19 @@ def read_run(path: Path | str) -> RunFolder:
     if missing:
         raise RunFolderError(f"{path}: not a complete run folder (missing {', '.join(missing)})")
     try:
-        metrics = json.loads((path / "metrics.json").read_text())
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise RunFolderError(f"{path}/metrics.json: not valid JSON ({err})") from None
+    if not isinstance(metrics, dict):
+        raise RunFolderError(f"{path}/metrics.json: expected a JSON object, got "
+                             f"{type(metrics).__name__}")
     if metrics.get("spec_version") != SPEC_VERSION:
         raise RunFolderError(f"{path}: written for spec version {metrics.get('spec_version')!r}, "
                              f"this suite reads version {SPEC_VERSION}")
+    if not suite_compatible(metrics.get("suite_version")):
+        raise RunFolderError(f"{path}: written by suite version "
+                             f"{metrics.get('suite_version')!r}, this suite ({__version__}) "
+                             f"reads results of {'.'.join(__version__.split('.')[:2])}.x only")
     try:
         inputs = load_inputs(path / "inputs.npz")
     except ValueError as err:
@@ -184,21 +222,38 @@ def read_run(path: Path | str) -> RunFolder:
     if metrics.get("spec_digest") != inputs.spec.digest():
         raise RunFolderError(f"{path}: metrics.json and inputs.npz describe different specs")
     history = read_history(path / "history.csv")
-    expected = history_rows(inputs, _stub_result(inputs, metrics))
+    expected = history_rows(inputs, _stub_result(inputs, metrics, path))
     if len(history["step"]) != len(expected) or list(history["step"]) != [r[0] for r in expected]:
         raise RunFolderError(f"{path}/history.csv: has {len(history['step'])} rows, expected "
                              f"{len(expected)} (steps {expected[0][0]}..{expected[-1][0]})")
     try:
         with np.load(path / "params.npz", allow_pickle=False) as archive:
             params = {key: archive[key] for key in ("W", "b", "a")}
-    except (OSError, ValueError, KeyError, EOFError) as err:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
         raise RunFolderError(f"{path}/params.npz: unreadable ({err})") from None
+    for key, ref in (("W", inputs.W0), ("b", inputs.b0), ("a", inputs.a0)):
+        if params[key].shape != ref.shape or params[key].dtype != ref.dtype:
+            raise RunFolderError(f"{path}/params.npz: {key} has shape {params[key].shape} "
+                                 f"{params[key].dtype}, expected {ref.shape} {ref.dtype}")
+    files = metrics.get("files", {})
+    if not isinstance(files, dict):
+        raise RunFolderError(f"{path}/metrics.json: files: expected a mapping of checksums")
+    for name in CHECKSUMMED:
+        if name in files and files[name] != _sha256(path / name):
+            raise RunFolderError(f"{path}/{name}: does not match its checksum in metrics.json "
+                                 f"(truncated, edited or taken from another run)")
     return RunFolder(path, inputs, history, metrics, params)
 
 
-def _stub_result(inputs: Inputs, metrics: dict) -> TrainResult:
+def _stub_result(inputs: Inputs, metrics: dict, path: Path) -> TrainResult:
     """A result with the right length only, to recompute which history rows must exist."""
-    steps_run = int(metrics.get("steps_run", inputs.spec.total_steps))
-    return TrainResult(losses=np.zeros(steps_run + 1), params={},
-                       diverged_step=metrics.get("diverged_step"), compile_seconds=0.0,
-                       train_seconds=0.0)
+    steps = inputs.spec.total_steps
+    steps_run = metrics.get("steps_run", steps)
+    diverged = metrics.get("diverged_step")
+    for key, value in (("steps_run", steps_run), ("diverged_step", diverged)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= steps):
+            raise RunFolderError(f"{path}/metrics.json: {key}: expected an integer in "
+                                 f"[0, {steps}], got {value!r}")
+    return TrainResult(losses=np.zeros(steps_run + 1), params={}, diverged_step=diverged,
+                       compile_seconds=0.0, train_seconds=0.0)

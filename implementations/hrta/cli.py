@@ -170,6 +170,55 @@ def cmd_theory(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_grid(args: argparse.Namespace) -> int:
+    from hrta import grid as hgrid
+
+    grid = hgrid.load_grid(args.grid)
+    per_job = args.runs_per_job or grid["runs_per_job"]
+    runs = hgrid.planned_tune(grid) + hgrid.planned_eval(grid)
+    counts: dict[tuple[str, str], int] = {}
+    for run in runs:
+        counts[(run.phase, run.backend)] = counts.get((run.phase, run.backend), 0) + 1
+    jobs = hgrid.layout(grid, per_job)
+    print(f"grid {grid.name} ({grid.digest[:12]}): {len(hgrid.cases(grid))} tuned cells, "
+          f"{len(runs)} runs, {sum(jobs.values())} training jobs of at most {per_job} runs")
+    for (phase, backend), n in sorted(counts.items()):
+        print(f"  {phase:5s} {backend:12s} {n:6d} runs in {jobs[(phase, backend)]} job(s)")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hrta.report import ReportInputError, build_report
+
+    try:
+        folder = build_report(args.results_dir, args.out, only=args.only)
+    except ReportInputError as err:
+        raise UsageError(str(err)) from None
+    except ValueError as err:
+        if str(err).startswith("--only"):
+            raise UsageError(str(err)) from None
+        raise
+    if args.only:
+        print(f"wrote {', '.join(args.only)} to {folder}")
+    else:
+        print(f"{folder / 'report.html'}\n{folder / 'report.md'}")
+    return EXIT_OK
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from hrta.batch import BatchError, run_plan_batch
+
+    try:
+        run_plan_batch(args.plan, args.phase, args.backend, args.batch, args.runs_root,
+                       args.manifest, missing=args.missing)
+    except BatchError as err:
+        print(f"hrta: {err}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"{args.plan}: {err}") from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hrta import __version__
 
@@ -229,6 +278,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trained parameters (default: W b a; W b = frozen output layer)")
     p.add_argument("--json", metavar="OUT", help="also write the result as JSON to this file")
     p.set_defaults(func=cmd_theory)
+
+    p = sub.add_parser("grid", help="validate an experiment grid and count its runs and jobs")
+    p.add_argument("grid", help="grid file (benchmarks/*.yaml)")
+    p.add_argument("--runs-per-job", type=int, help="override the grid's runs_per_job")
+    p.set_defaults(func=cmd_grid)
+
+    p = sub.add_parser("batch", help="train one batch of a pipeline plan in one process "
+                                     "(what the pipeline's train jobs run)")
+    p.add_argument("plan", help="plan file (results/<grid>/plan/<phase>.json)")
+    p.add_argument("--phase", choices=["tune", "eval"], required=True)
+    p.add_argument("--backend", required=True, help="backend of the batch")
+    p.add_argument("--batch", type=int, required=True, help="batch number")
+    p.add_argument("--runs-root", required=True, help="results/<grid>/runs")
+    p.add_argument("--manifest", required=True, help="manifest to write when the batch is done")
+    p.add_argument("--missing", choices=["fail", "skip"], default="fail",
+                   help="a backend that is not installed: fail (default) or skip its runs")
+    p.set_defaults(func=cmd_batch)
+
+    p = sub.add_parser("report", help="build the comparison report (HTML + Markdown) of a "
+                                      "pipeline results folder")
+    p.add_argument("results_dir", metavar="RESULTS_DIR", help="results/<grid> of a pipeline run")
+    p.add_argument("--out", default="reports",
+                   help="reports root; the report goes to <out>/<report-id>/ (default: "
+                        "reports); with --only, the folder the files are written to")
+    p.add_argument("--only", nargs="+", metavar="ID",
+                   help="regenerate only these figures (PNG) or tables (CSV); ids are printed "
+                        "under each figure and table of the report")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

@@ -419,6 +419,13 @@ def test_report_id_depends_on_the_tables_only_through_their_content(built, tmp_p
                             tmp_path / "b")
     assert report_id(load_bundle(changed), code) != built["folder"].name
     assert report_id(load_bundle(copy), {**code, "commit": "f" * 40}) != built["folder"].name
+    perf = copy.parent / "perf"                     # the report shows perf.json when present
+    perf.mkdir()
+    (perf / "perf.json").write_text("{}")
+    with_perf = report_id(load_bundle(copy), code)
+    assert with_perf != built["folder"].name
+    (perf / "perf.json").write_text('{"targets": []}')
+    assert report_id(load_bundle(copy), code) != with_perf
 
 
 @pytest.mark.slow

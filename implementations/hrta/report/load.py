@@ -59,6 +59,8 @@ FILES = {
 }
 OPTIONAL = ("agreement", "agreement_summary", "spectrum", "ntk_width", "rates",
             "theory_checks", "skipped")
+PERF_FILES = ("perf.json", "scaling.png")
+"""Written by ``python -m benchmarks.perf`` into ``<results>/../perf/``; shown when present."""
 
 
 class ReportInputError(ValueError):
@@ -177,9 +179,16 @@ def file_digest(path: Path) -> str:
 
 
 def input_digests(bundle: Bundle) -> dict[str, str]:
-    """{path relative to the results folder: sha256} of every file the report read."""
-    return {str(path.relative_to(bundle.root)): file_digest(path)
-            for _, path in sorted(bundle.paths.items())}
+    """{path relative to the results folder: sha256} of every file the report read, including
+    the performance harness's ``../perf/perf.json`` and ``../perf/scaling.png`` when they exist
+    (the report then shows them, so they are part of what its id stands for)."""
+    digests = {str(path.relative_to(bundle.root)): file_digest(path)
+               for _, path in sorted(bundle.paths.items())}
+    perf = Path(bundle.root).parent / "perf"
+    for name in PERF_FILES:
+        if (perf / name).is_file():
+            digests[f"../perf/{name}"] = file_digest(perf / name)
+    return digests
 
 
 def report_id(bundle: Bundle, code: dict) -> str:

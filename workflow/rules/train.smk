@@ -1,0 +1,24 @@
+# Stage "train": one job per batch of runs on one backend (hrta.batch): the framework is
+# imported once per job, runs with complete folders are kept, each folder is written
+# atomically, and the manifest is written last.
+
+
+rule train:
+    input:
+        plan=f"{OUT}/plan/{{phase}}.json",
+    output:
+        manifest=f"{OUT}/batches/{{phase}}/{{backend}}/{{batch}}.json",
+    params:
+        runs_root=f"{OUT}/runs",
+        missing=config["missing_backends"],
+    priority: 10
+    log:
+        f"{OUT}/logs/train/{{phase}}/{{backend}}/{{batch}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    conda:
+        str(ENV)
+    script:
+        "../scripts/train_batch.py"

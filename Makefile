@@ -10,7 +10,7 @@ CORES ?= 2
 GRID ?= default
 PYTEST_ARGS ?=
 
-.PHONY: test reproduce install lint smoke clean-venv
+.PHONY: test reproduce install lint smoke perf clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ reproduce: install
 
 smoke: install
 	$(BIN)/snakemake --cores $(CORES) --config grid=smoke
+
+# Performance harness (docs/performance.md); e.g. PERF_ARGS="--pipeline all".
+perf: install
+	$(BIN)/python -m benchmarks.perf $(PERF_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""The performance harness (issue 6): ``python -m benchmarks.perf --help``."""

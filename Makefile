@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= 2
 GRID ?= default
-PYTEST_ARGS ?=
+# Two pytest-xdist workers (the CI machine has 2 cores); `make test PYTEST_ARGS=` runs serially.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: test reproduce install lint smoke perf clean-venv
 

@@ -28,6 +28,20 @@ def reliability() -> dict[str, int]:
     return RELIABILITY
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist, hand this worker's counters to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["reliability"] = dict(RELIABILITY)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """Under pytest-xdist (controller): add a finished worker's counters to the summary's."""
+    for key, value in getattr(node, "workeroutput", {}).get("reliability", {}).items():
+        RELIABILITY[key] += value
+
+
 def pytest_terminal_summary(terminalreporter):
     if any(RELIABILITY.values()):
         terminalreporter.write_sep("-", "reliability")

@@ -1,9 +1,12 @@
-"""Fixed cost of one call of the torch backend's compiled loss, forward and backward, at a tiny
-and at the reference size (1 thread): ``python -m benchmarks.perf.torch_overhead``.
+"""Fixed cost of one call of the torch backend's compiled training step (forward, gradient and
+optimizer update in one graph), at a tiny and at the reference size (1 thread):
+``python -m benchmarks.perf.torch_overhead``.
 
 Where the tiny size costs nearly as much as the reference size, the torch step is dominated by
-per-call overhead (Dynamo guards, the AOTAutograd wrapper, the autograd engine), not by
-arithmetic. Prints microseconds per call, best of 3 rounds of 300 calls.
+per-call overhead (Dynamo's guards, the AOTAutograd wrapper, inductor's buffer allocation), not
+by arithmetic. Each step is timed both as the backend calls it (the compiled graph directly)
+and through Dynamo's guarded entry point. Prints microseconds per call, best of 3 rounds of
+300 calls.
 """
 
 from __future__ import annotations
@@ -25,23 +28,23 @@ def per_call(fn, calls: int = 300, rounds: int = 3) -> float:
 
 
 def main() -> None:
-    import torch
-
+    from benchmarks.perf import measure
     from hrta.backends import torch_backend as tb
+    from hrta.inputs import build_inputs
 
-    torch.set_num_threads(1)
-    loss = torch.compile(tb._loss, fullgraph=True, dynamic=False)
     for m, n in ((10, 10), (1000, 100)):
-        for dt in (torch.float64, torch.float32):
-            W, b, a = (torch.randn(*shape, dtype=dt, requires_grad=True)
-                       for shape in ((m, 1), (m,), (m,)))
-            X, y = torch.randn(n, 1, dtype=dt), torch.randn(n, dtype=dt)
-            s, root_m = torch.tensor(0.5, dtype=dt), torch.tensor(math.sqrt(m), dtype=dt)
-            with torch.no_grad():
-                forward = per_call(lambda: loss(W, b, a, X, y, s, root_m))  # noqa: B023
-            both = per_call(lambda: loss(W, b, a, X, y, s, root_m).backward())  # noqa: B023
-            print(f"width {m:5d}  n {n:4d}  {str(dt):14s} forward {forward:6.0f} us  "
-                  f"forward+backward {both:6.0f} us", flush=True)
+        for optimizer in ("sgd", "adam"):
+            for dtype in ("float64", "float32"):
+                inputs = build_inputs(measure.make_spec(m, n, 10, optimizer, dtype))
+                with tb._settings():
+                    trainer = tb._Trainer(inputs, compile=True)
+                    trainer.compile()
+                    args = trainer.args(0, trainer.params, trainer.state)
+                    direct = per_call(lambda: trainer.fn(*args))  # noqa: B023
+                    guarded = per_call(lambda: trainer.compiled.guarded(*args))  # noqa: B023
+                print(f"width {m:5d}  n {n:4d}  {optimizer:4s} {dtype:8s} step {direct:6.0f} us "
+                      f"(called directly), {guarded:6.0f} us (through Dynamo's guards)",
+                      flush=True)
 
 
 if __name__ == "__main__":

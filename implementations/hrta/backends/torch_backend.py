@@ -1,32 +1,41 @@
-"""The PyTorch backend: torch.autograd gradients, torch.optim optimizers, a torch.compile'd model.
+"""The PyTorch backend: torch autograd gradients and torch.optim's update, compiled into one
+graph per training step with torch.compile.
 
 What is native torch and what is not (docs/backends.md says the same):
 
-- model and loss: torch tensor ops in the run's dtype, compiled with ``torch.compile``
-  (inductor, ``fullgraph=True, dynamic=False``); eager when compilation is switched off
-  (``HRTA_TORCH_COMPILE=0`` or ``TorchBackend(compile=False)``) or fails, which ``details``
-  records.
-- gradients: torch.autograd (the AOTAutograd backward graph when compiled).
-- optimizers: ``torch.optim.SGD`` (momentum, nesterov: PyTorch's convention is the spec's) and
-  ``torch.optim.Adam`` (eps outside the square root, as the spec), ``fused=True``.
+- one step, one graph: forward, gradient and optimizer update of a training step are traced
+  from :func:`_make_steps` into one ``torch.compile`` graph (inductor, ``fullgraph=True,
+  dynamic=False``), compiled once per program structure (dtype, trainable set, optimizer and
+  its constants, shapes, batch size, threads) and reused; eager (the same step function, not
+  compiled) when compilation is switched off (``HRTA_TORCH_COMPILE=0`` or
+  ``TorchBackend(compile=False)``) or fails, which ``details`` records.
+- model and loss: torch tensor ops in the run's dtype (:func:`_forward`, :func:`_loss`).
+- gradients: torch autograd through ``torch.func.grad_and_value`` / ``torch.func.grad``.
+- optimizers: torch.optim's functional implementations ``torch.optim.sgd.sgd`` (momentum,
+  nesterov: PyTorch's convention is the spec's) and ``torch.optim.adam.adam`` (eps outside the
+  square root, as the spec), the code ``torch.optim.SGD`` / ``torch.optim.Adam`` run; an
+  optimizer reset zeroes the state (Adam's step count included), what a new torch.optim
+  optimizer starts from.
 - learning rates: lr_k comes precomputed in the inputs (one schedule for every backend) and is
-  written into ``param_group["lr"]`` before each step; the closed forms of
-  :mod:`hrta.schedules` are what ``torch.optim.lr_scheduler`` computes, which the test suite
-  checks. s_k, batch indices and the optimizer-reset mask also come from the inputs.
-- hand-written: only the loop (chunks of ``CHUNK`` steps, losses collected as tensors and
-  checked for finiteness once per chunk, replayed step by step from a snapshot to find the
-  exact divergence step when a chunk contains one).
+  passed as a 0-d tensor per step; the closed forms of :mod:`hrta.schedules` are what
+  ``torch.optim.lr_scheduler`` computes, which the test suite checks. s_k, batch indices and
+  the optimizer-reset mask also come from the inputs, as tensors (no recompilation).
+- hand-written: the loop (one call of the compiled step per step, the graph called without
+  Dynamo's per-call guard check, see :class:`_Compiled`; losses and per-step finiteness flags
+  read every ``CHUNK`` steps; the run stops at the first step whose loss or parameters are
+  not finite, with theta_k from the kept inputs of its call).
 
-torch is imported inside the methods, so this module imports without torch installed.
+torch is imported inside the functions, so this module imports without torch installed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import os
+import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,7 +43,12 @@ from hrta.backends.base import Backend, Params, Progress, TrainResult
 from hrta.inputs import Inputs
 
 CHUNK = 100
-"""Steps between finiteness checks, snapshots and progress reports."""
+"""Steps between finiteness checks and progress reports."""
+
+UNROLL = 1
+"""Training steps per call of the compiled step function (unrolled in its graph). Measured at
+width 1000, n 100: 2 or 4 saved up to ~25% per float32 step and nothing in float64, while
+compile time grew about in proportion (3-5 s cold at 1, 7-15 s at 4), so one."""
 
 RECOMPILE_LIMIT = 64
 """torch._dynamo's per-function graph limit while training (default 8): one process may train
@@ -69,8 +83,14 @@ def _forward(W, b, a, X, s, root_m):
     W (m, d), b (m,), a (m,), X (B, d), s and root_m = sqrt(m) 0-d tensors, all in the run's
     dtype. Tensor methods only (torch is not imported at module level), in the reference's
     order of operations (hrta.model); relu'(0) = 0, so sigma_s'(0) = 1 - s as the spec says.
+
+    X W^T is written as the broadcast product sum_k X[:, None, k] W[None, :, k] (d is the
+    input dimension, 1 to 10 here): the same numbers (for d = 1 the same roundings), but
+    inductor fuses it, and its gradient dW = sum_i dz_i x_i, into the elementwise kernels of
+    the step instead of calling a GEMM with inner dimension d that materialises z (measured:
+    a compiled float64 SGD step at width 1000, n 100, d 1 took ~111 us instead of ~157 us).
     """
-    z = X @ W.T + b
+    z = (X.unsqueeze(1) * W).sum(-1) + b
     h = (1 - s) * z + s * z.relu()
     return h @ a / root_m
 
@@ -79,12 +99,6 @@ def _loss(W, b, a, X, y, s, root_m):
     """L_s = sum (f_s(x_i) - y_i)^2 / (2 B) on the B rows of X and y (B,); a 0-d tensor."""
     r = _forward(W, b, a, X, s, root_m) - y
     return r @ r / (2 * X.shape[0])
-
-
-@functools.cache
-def _compiled_loss():
-    """The compiled ``_loss`` (one wrapper per process, so that its graphs are reused)."""
-    return _torch().compile(_loss, fullgraph=True, dynamic=False)
 
 
 @contextlib.contextmanager
@@ -118,147 +132,286 @@ def _settings():
             torch.set_num_threads(saved[4])
 
 
-class _Trainer:
-    """The state of one training run: parameters, optimizer and the per-step inputs as tensors.
+@dataclass(frozen=True)
+class _Structure:
+    """Everything a training step's graph depends on besides tensor shapes and dtypes: the
+    trainable set, the optimizer and its constants, full batch or minibatch, and the number of
+    steps per call. Runs of one structure share a graph; s_k, lr_k, the batch indices and the
+    reset mask are tensor inputs (data), so they never recompile."""
 
-    ``grad_step(k)`` evaluates the full-training-set loss at theta_k (and the gradient on the
-    step's batch); ``update(k)`` applies optimizer step k. Both are deterministic, so a chunk
-    replayed from a snapshot reproduces the same numbers bit for bit.
+    train: tuple[str, ...]
+    optimizer: str  # "sgd" or "adam"
+    momentum: float
+    nesterov: bool
+    betas: tuple[float, float]
+    eps: float
+    minibatch: bool
+    unroll: int
+
+    @classmethod
+    def of(cls, spec, unroll: int) -> _Structure:
+        opt = spec.optimizer
+        if opt.name == "sgd":
+            return cls(tuple(spec.model.train), "sgd", float(opt.momentum), bool(opt.nesterov),
+                       (0.0, 0.0), 0.0, spec.batch_size is not None, unroll)
+        return cls(tuple(spec.model.train), "adam", 0.0, False,
+                   (float(opt.betas[0]), float(opt.betas[1])), float(opt.eps),
+                   spec.batch_size is not None, unroll)
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """torch.optim's per-parameter state, in the order of the flat state tensors."""
+        if self.optimizer == "adam":
+            return ("exp_avg", "exp_avg_sq", "step")
+        return ("momentum_buffer",) if self.momentum != 0 else ()
+
+    def describe(self) -> str:
+        if self.optimizer == "sgd":
+            return (f"torch.optim.sgd.sgd (the functional form of torch.optim.SGD: "
+                    f"momentum={self.momentum}, nesterov={self.nesterov}, dampening=0, "
+                    f"weight_decay=0, foreach=False)")
+        return (f"torch.optim.adam.adam (the functional form of torch.optim.Adam: "
+                f"betas={self.betas}, eps={self.eps}, amsgrad=False, weight_decay=0, "
+                f"foreach=False, capturable=True when compiled)")
+
+
+def _make_steps(st: _Structure):
+    """The function that runs ``st.unroll`` training steps (spec section 5) on flat tensors.
+
+    Arguments, in order: W, b, a; the optimizer state (``len(st.train) x len(st.state_names)``
+    tensors, parameter-major); X, y; then per step of the call (leading dimension unroll):
+    s, lr, active, keep; root_m; and for minibatch runs the batch indices (unroll, B).
+    Returns the new trainable parameters, the new state, the losses L_{s_k}(theta_k) on the
+    full training set (unroll,) and per step whether that loss and every entry of theta_k are
+    finite (unroll,).
+
+    Per step: the gradient is ``torch.func.grad_and_value`` (torch autograd) of ``_loss`` with
+    respect to the trainable parameters; the update is torch.optim's own functional SGD / Adam
+    (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``), the arithmetic torch.optim.SGD / Adam
+    run. ``keep = False`` zeroes the optimizer state first (Adam's step count included), which
+    is what a fresh torch.optim optimizer starts from; ``active = False`` leaves parameters and
+    state as they were (the padding of a last, partial call, and the final-loss evaluation).
+    Pure: nothing is modified in place, so the inputs of a call stay valid afterwards.
+    """
+    torch = _torch()
+    from torch.optim.adam import adam
+    from torch.optim.sgd import sgd
+
+    names = ("W", "b", "a")
+    n_train, n_state = len(st.train), len(st.state_names)
+
+    def steps(*ts):
+        params = dict(zip(names, ts[:3], strict=True))
+        flat_state = list(ts[3:3 + n_train * n_state])
+        state = [flat_state[i * n_state:(i + 1) * n_state] for i in range(n_train)]
+        X, y, s, lr, active, keep, root_m = ts[3 + n_train * n_state:10 + n_train * n_state]
+        batches = ts[10 + n_train * n_state] if st.minibatch else None
+        losses, finite = [], []
+        for j in range(st.unroll):
+            s_j = s[j]
+
+            def loss_on(trained, Xb, yb, s_j=s_j, params=params):
+                p = {**params, **trained}
+                return _loss(p["W"], p["b"], p["a"], Xb, yb, s_j, root_m)
+
+            trained = {k: params[k] for k in st.train}
+            if batches is None:  # the full-batch gradient comes with the loss
+                grads, loss = torch.func.grad_and_value(loss_on)(trained, X, y)
+            else:
+                loss = loss_on(trained, X, y)
+                idx = batches[j]
+                grads = torch.func.grad(loss_on)(trained, X.index_select(0, idx),
+                                                 y.index_select(0, idx))
+            ok = torch.isfinite(loss)
+            for k in names:
+                ok = ok & torch.isfinite(params[k]).all()
+            losses.append(loss)
+            finite.append(ok)
+
+            new = [params[k].clone() for k in st.train]
+            fresh = [[torch.where(keep[j], v, 0) for v in sv] for sv in state]
+            g = [grads[k] for k in st.train]
+            if st.optimizer == "sgd":
+                bufs = [sv[0] for sv in fresh] if n_state else [None] * n_train
+                sgd(new, g, bufs, weight_decay=0.0, momentum=st.momentum, lr=lr[j],
+                    dampening=0.0, nesterov=st.nesterov, maximize=False, foreach=False)
+            else:
+                adam(new, g, [sv[0] for sv in fresh], [sv[1] for sv in fresh], [],
+                     [sv[2] for sv in fresh], foreach=False,
+                     capturable=torch.compiler.is_compiling(), amsgrad=False,
+                     beta1=st.betas[0], beta2=st.betas[1], lr=lr[j], weight_decay=0.0,
+                     eps=st.eps, maximize=False)
+            on = active[j]
+            params = {**params, **{k: torch.where(on, v, params[k])
+                                   for k, v in zip(st.train, new, strict=True)}}
+            state = [[torch.where(on, v, old) for v, old in zip(fv, sv, strict=True)]
+                     for fv, sv in zip(fresh, state, strict=True)]
+        return (*[params[k] for k in st.train], *[v for sv in state for v in sv],
+                torch.stack(losses), torch.stack(finite))
+
+    return steps
+
+
+_SOURCE = re.compile(r"^L\['ts'\]\[(\d+)\]$")
+
+
+class _Compiled:
+    """``torch.compile(fullgraph=True, dynamic=False)`` of a step function for one structure
+    and one set of input shapes and dtypes, called without Dynamo's per-call guard check.
+
+    The backend is inductor (``compile_fx``, what ``backend="inductor"`` runs), wrapped to keep
+    the compiled graph and the order of its inputs. Dynamo's guards protect against anything
+    that could change the traced program; here the cache key (structure, shapes, dtypes,
+    threads) and the fixed settings of ``_settings`` pin all of it, so the graph is called
+    directly, saving Dynamo's per-call overhead (measured by benchmarks/perf/torch_overhead.py:
+    ~30 us a call, e.g. 18 against 46 us for a width-10 SGD step). If the graph's inputs or
+    outputs cannot be matched to the function's, or the direct call differs by a bit from the
+    guarded one, the Dynamo-compiled function is used as it is.
     """
 
-    def __init__(self, inputs: Inputs, loss_fn):
+    def __init__(self, fn, example):
+        torch = _torch()
+        from torch._inductor.compile_fx import compile_fx
+
+        captured = []
+
+        def backend(gm, example_inputs):
+            compiled = compile_fx(gm, example_inputs)
+            sources = [n.meta.get("grapharg") for n in gm.graph.nodes if n.op == "placeholder"]
+            captured.append((compiled, [getattr(getattr(a, "source", None), "name", None)
+                                        for a in sources]))
+            return compiled
+
+        self.guarded = torch.compile(fn, backend=backend, fullgraph=True, dynamic=False)
+        reference = self.guarded(*example)
+        self.call = self.guarded
+        self.direct = False
+        if len(captured) == 1:
+            compiled, names = captured[0]
+            order = [_SOURCE.match(n or "") for n in names]
+            if all(order):
+                order = [int(m.group(1)) for m in order]
+                got = compiled(*[example[i] for i in order])
+                if (isinstance(got, (list, tuple)) and len(got) == len(reference)
+                        and all(_same(x, y) for x, y in zip(got, reference, strict=True))):
+                    self.call = functools.partial(_call_direct, compiled, order)
+                    self.direct = True
+
+
+def _call_direct(compiled, order, *ts):
+    return compiled(*[ts[i] for i in order])
+
+
+def _same(x, y) -> bool:
+    """Bitwise-equal tensors (NaN equal to NaN)."""
+    torch = _torch()
+    return (torch.is_tensor(x) and torch.is_tensor(y) and x.dtype == y.dtype
+            and x.shape == y.shape and bool(torch.equal(x.view(-1).view(torch.uint8),
+                                                        y.view(-1).view(torch.uint8))))
+
+
+_COMPILED: dict = {}
+"""(structure, shapes and dtypes of the inputs, threads) -> _Compiled, for the life of the
+process."""
+
+
+def _compiled(st: _Structure, example):
+    key = (st, tuple((tuple(t.shape), t.dtype) for t in example),
+           _torch().get_num_threads())  # inductor's C++ kernels are built for a thread count
+    if key not in _COMPILED:
+        _COMPILED[key] = _Compiled(_make_steps(st), example)
+    return _COMPILED[key]
+
+
+class _Trainer:
+    """The state of one training run as tensors: parameters, optimizer state and, per call of
+    the step function, the s_k, lr_k, active, keep (no reset) and batch tensors.
+
+    ``call(c, params, state)`` runs call c (global steps c*U .. c*U+U-1) and returns the new
+    parameters and state, the U losses and the U finiteness flags. Calls are pure and
+    deterministic, so a call re-run from its inputs reproduces the same numbers bit for bit.
+    """
+
+    def __init__(self, inputs: Inputs, compile: bool):
         torch = _torch()
         spec = inputs.spec
-        self.torch, self.spec, self.loss_fn = torch, spec, loss_fn
+        self.torch, self.spec = torch, spec
+        unroll = UNROLL if compile else 1
+        self.st = _Structure.of(spec, unroll)
         self.dtype = getattr(torch, spec.dtype)
 
-        def tensor(array):
-            return torch.from_numpy(np.array(array, dtype=spec.dtype, copy=True))
+        def tensor(array, dtype=None):
+            return torch.from_numpy(np.array(array, dtype=dtype or spec.dtype, copy=True))
 
         self.X, self.y = tensor(inputs.X_train), tensor(inputs.y_train)
         self.params = {"W": tensor(inputs.W0), "b": tensor(inputs.b0), "a": tensor(inputs.a0)}
-        for name in spec.model.train:
-            self.params[name].requires_grad_(True)
-        self.trainable = [self.params[name] for name in spec.model.train]
+        # torch.optim's initial state: zeros (buffers and Adam's step, in the run's dtype so
+        # that a float64 run computes Adam's bias corrections in float64)
+        self.state = [torch.zeros_like(self.params[name]) if key != "step"
+                      else torch.zeros((), dtype=self.dtype)
+                      for name in self.st.train for key in self.st.state_names]
         self.root_m = torch.sqrt(torch.tensor(float(inputs.W0.shape[0]), dtype=self.dtype))
-        self.s = list(tensor(inputs.s).unbind())  # 0-d tensors: no recompile as s changes
-        self.lr = np.asarray(inputs.lr, dtype=np.float64).tolist()
-        self.reset = np.asarray(inputs.reset, dtype=bool).tolist()
-        self.batches = (None if inputs.batches is None
-                        else list(torch.from_numpy(np.array(inputs.batches, dtype=np.int64))
-                                  .unbind()))
-        self.optimizer = self.new_optimizer(self.trainable)
+        K, U = spec.total_steps, unroll
+        self.steps, self.unroll = K, U
+        calls = -(-K // U)
+        pad = calls * U - K
 
-    # ---- the optimizer ------------------------------------------------------------------
-    def new_optimizer(self, params):
-        opt = self.spec.optimizer
-        if opt.name == "sgd":
-            return self.torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum,
-                                        nesterov=opt.nesterov, fused=True)
-        return self.torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, eps=opt.eps,
-                                     fused=True)
+        def padded(array, fill, dtype=None):
+            a = np.asarray(array)
+            a = np.concatenate([a, np.repeat(np.asarray([fill], dtype=a.dtype), pad, axis=0)])
+            return list(tensor(a.reshape(calls, U, *a.shape[1:]), dtype).unbind())
 
-    def optimizer_description(self) -> str:
-        opt = self.spec.optimizer
-        if opt.name == "sgd":
-            return (f"torch.optim.SGD(momentum={opt.momentum}, nesterov={opt.nesterov}, "
-                    f"dampening=0, weight_decay=0, fused=True)")
-        return (f"torch.optim.Adam(betas={tuple(opt.betas)}, eps={opt.eps}, amsgrad=False, "
-                f"weight_decay=0, fused=True)")
+        s = np.asarray(inputs.s, dtype=spec.dtype)
+        self.s = padded(s, s[-1])
+        self.lr = padded(np.asarray(inputs.lr, dtype=spec.dtype), 0)
+        self.active = padded(np.ones(K, dtype=bool), False, bool)
+        self.keep = padded(~np.asarray(inputs.reset, dtype=bool), True, bool)
+        self.batches = None
+        if inputs.batches is not None:
+            b = np.asarray(inputs.batches, dtype=np.int64)
+            self.batches = padded(b, b[-1], np.int64)
+        # the final loss L_{s_{K-1}}(theta_K): a call with no step active, s_{K-1} throughout
+        self.final = (tensor(np.full(U, s[-1])), self.lr[0],
+                      torch.zeros(U, dtype=torch.bool), self.keep[0],
+                      *(() if self.batches is None else (self.batches[0],)))
+        self.fn = _make_steps(self.st)
+        self.compiled = None
 
-    # ---- one step -----------------------------------------------------------------------
-    def _call(self, X, y, s):
-        p = self.params
-        return self.loss_fn(p["W"], p["b"], p["a"], X, y, s, self.root_m)
+    def args(self, c, params, state, per_call=None):
+        per_call = per_call or (self.s[c], self.lr[c], self.active[c], self.keep[c],
+                                *(() if self.batches is None else (self.batches[c],)))
+        s, lr, active, keep = per_call[:4]
+        return (params["W"], params["b"], params["a"], *state, self.X, self.y, s, lr, active,
+                keep, self.root_m, *per_call[4:])
 
-    def grad_step(self, k: int):
-        """Full-set L_{s_k}(theta_k) (0-d tensor) and the gradient of step k in ``.grad``."""
-        s = self.s[k]
-        if self.batches is None:  # the full-batch gradient comes with the loss
-            loss = self._call(self.X, self.y, s)
-            loss.backward()
-            return loss.detach()
-        with self.torch.no_grad():
-            loss = self._call(self.X, self.y, s)
-        idx = self.batches[k]
-        self._call(self.X.index_select(0, idx), self.y.index_select(0, idx), s).backward()
-        return loss
+    def compile(self) -> bool:
+        """Compile (or fetch) the step function for this run's structure and shapes; returns
+        whether the graph is called directly (see _Compiled)."""
+        self.compiled = _compiled(self.st, self.args(0, self.params, self.state))
+        self.fn = self.compiled.call
+        return self.compiled.direct
 
-    def update(self, k: int) -> None:
-        """Optimizer step k with lr_k (re-creating the optimizer first at reset steps)."""
-        if self.reset[k]:
-            self.optimizer = self.new_optimizer(self.trainable)
-        self.optimizer.param_groups[0]["lr"] = self.lr[k]
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+    def call(self, c, params, state, per_call=None):
+        out = self.fn(*self.args(c, params, state, per_call))
+        n = len(self.st.train)
+        trained = dict(zip(self.st.train, out[:n], strict=True))
+        return {**params, **trained}, list(out[n:-2]), out[-2], out[-1]
 
-    def final_loss(self):
-        """L_{s_{K-1}}(theta_K), through the same graph as the training steps' losses."""
-        s = self.s[-1]
-        if self.batches is None:
-            return self._call(self.X, self.y, s).detach()
-        with self.torch.no_grad():
-            return self._call(self.X, self.y, s)
+    def final_loss(self, params, state):
+        """L_{s_{K-1}}(theta_K) and whether it and theta_K are finite, through the same graph
+        as the training steps' losses."""
+        _, _, losses, finite = self.call(0, params, state, self.final)
+        return float(losses[0]), bool(finite[0])
 
-    # ---- finiteness and snapshots -------------------------------------------------------
-    def params_finite(self) -> bool:
-        torch = self.torch
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.params.values()]).all())
-
-    def snapshot(self):
-        state = {p: {key: (v.clone() if self.torch.is_tensor(v) else v) for key, v in st.items()}
-                 for p, st in self.optimizer.state.items()}
-        return ({k: p.detach().clone() for k, p in self.params.items()}, self.optimizer, state)
-
-    def restore(self, snap) -> None:
-        params, optimizer, state = snap
-        with self.torch.no_grad():
-            for key, value in params.items():
-                self.params[key].copy_(value)
-        for p in self.trainable:
-            p.grad = None
-        optimizer.state.clear()
-        optimizer.state.update({p: {key: (v.clone() if self.torch.is_tensor(v) else v)
-                                    for key, v in st.items()} for p, st in state.items()})
-        self.optimizer = optimizer
-
-    def numpy_params(self) -> Params:
-        return {k: p.detach().numpy().copy() for k, p in self.params.items()}
-
-    # ---- warm-up ------------------------------------------------------------------------
-    def warm_up(self) -> None:
-        """Run every graph the training will use once, on copies of the parameters and a
-        throw-away optimizer, so that tracing and compilation happen here. The run's own
-        parameters and optimizer are not touched."""
-        torch = self.torch
-        copies = {k: p.detach().clone().requires_grad_(p.requires_grad)
-                  for k, p in self.params.items()}
-        trainable = [copies[name] for name in self.spec.model.train]
-
-        def call(X, y):
-            return self.loss_fn(copies["W"], copies["b"], copies["a"], X, y, self.s[0],
-                                self.root_m)
-
-        if self.batches is None:
-            loss = call(self.X, self.y)
-        else:
-            with torch.no_grad():
-                call(self.X, self.y)
-            idx = self.batches[0]
-            loss = call(self.X.index_select(0, idx), self.y.index_select(0, idx))
-        grads = torch.autograd.grad(loss, trainable)
-        for p, g in zip(trainable, grads, strict=True):
-            p.grad = g
-        optimizer = self.new_optimizer(trainable)
-        optimizer.param_groups[0]["lr"] = self.lr[0]
-        optimizer.step()
+    def numpy_params(self, params) -> Params:
+        return {k: p.detach().numpy().copy() for k, p in params.items()}
 
 
 class TorchBackend(Backend):
     name = "torch"
     framework = "torch"
     install_hint = "pip install 'hrta-bench[torch]'"
-    description = "PyTorch: autograd, torch.optim (fused), torch.compile'd model"
+    description = "PyTorch: autograd, torch.optim functional SGD/Adam, torch.compile per step"
 
     def __init__(self, compile: bool | None = None):
         """``compile``: use torch.compile (default: on unless HRTA_TORCH_COMPILE=0)."""
@@ -309,30 +462,37 @@ class TorchBackend(Backend):
         with _settings() as settings, _dynamo_limits(torch):
             trainer, compile_seconds, loop, compile_error = self._prepare(inputs)
             start = time.perf_counter()
-            losses, diverged = _run(trainer, inputs.spec.total_steps, progress)
+            losses, diverged, params = _run(trainer, progress)
             train_seconds = time.perf_counter() - start
-            params = trainer.numpy_params()
+            params = trainer.numpy_params(params)
+        compiled = loop.startswith("compiled")
         details = {
             "loop": loop,
+            "steps_per_call": trainer.unroll,
             "steps_per_check": CHUNK,
             "native": {
-                "model_and_loss": "torch tensor ops" + (" under torch.compile (inductor)"
-                                                        if loop.startswith("compiled") else ""),
-                "gradients": "torch.autograd" + (" (AOTAutograd backward graph)"
-                                                 if loop.startswith("compiled") else ""),
-                "optimizer": trainer.optimizer_description(),
-                "optimizer_reset": "a new torch.optim optimizer at each reset step",
+                "model_and_loss": "torch tensor ops" + (" under torch.compile (inductor), "
+                                                        "one graph with gradient and update"
+                                                        if compiled else ""),
+                "gradients": "torch.autograd via torch.func.grad_and_value"
+                             + (" (traced into the compiled graph)" if compiled else ""),
+                "optimizer": trainer.st.describe(),
+                "optimizer_reset": "the optimizer state (Adam's step count included) zeroed "
+                                   "at each reset step, the state a new torch.optim optimizer "
+                                   "starts from",
             },
             "from_inputs": {
                 "lr": "lr_k precomputed by hrta.schedules (the torch.optim.lr_scheduler closed "
-                      "forms, checked against them by the test suite), set as "
-                      "param_group['lr'] before each step",
+                      "forms, checked against them by the test suite), passed to the "
+                      "functional optimizer as a 0-d tensor per step",
                 "s": "s_k as a 0-d tensor per step",
                 "batches": "shared index array, torch.index_select per step",
             },
-            "handwritten": "the training loop: losses kept as tensors, finiteness checked "
-                           f"every {CHUNK} steps, a chunk with a non-finite value replayed "
-                           "step by step from its snapshot to find the divergence step",
+            "handwritten": f"the training loop: {trainer.unroll} step(s) per call of the step "
+                           f"function, which also returns per step whether L_k and theta_k "
+                           f"are finite; losses and flags read every {CHUNK} steps; at a "
+                           f"non-finite value the run stops at that step with theta_k from "
+                           f"the kept inputs of its call",
             "determinism": settings,
         }
         if compile_error is not None:
@@ -342,20 +502,23 @@ class TorchBackend(Backend):
                            device="cpu", details=details)
 
     def _prepare(self, inputs: Inputs):
-        """A trainer whose graphs are warmed up: (trainer, warm-up seconds, loop name, compile
-        error or None). Falls back to eager when compilation fails."""
+        """A trainer whose step function is compiled and has run once: (trainer, warm-up
+        seconds, loop name, compile error or None). Falls back to eager when compilation
+        fails."""
         start = time.perf_counter()
         error = None
         if self.compile:
-            trainer = _Trainer(inputs, _compiled_loss())
+            trainer = _Trainer(inputs, compile=True)
             try:
-                trainer.warm_up()
+                direct = trainer.compile()
                 return (trainer, time.perf_counter() - start,
-                        "compiled: torch.compile(inductor, fullgraph, static shapes)", None)
+                        "compiled: torch.compile(inductor, fullgraph, static shapes), "
+                        f"{trainer.unroll} steps per call"
+                        + (", graph called directly" if direct else ""), None)
             except Exception as err:  # any compiler failure: train eagerly instead
                 error = f"{type(err).__name__}: {str(err)[:500]}"
-        trainer = _Trainer(inputs, _loss)
-        trainer.warm_up()
+        trainer = _Trainer(inputs, compile=False)
+        trainer.call(0, trainer.params, trainer.state)  # first-call costs, as compiled runs
         return trainer, time.perf_counter() - start, "eager", error
 
 
@@ -368,45 +531,45 @@ def _dynamo_limits(torch):
         yield
 
 
-def _run(trainer: _Trainer, steps: int, progress: Progress | None):
+def _run(trainer: _Trainer, progress: Progress | None):
     """The training loop of spec section 5 with the divergence contract of backends/base.py.
-    Returns (losses float64 (k_end + 1,), diverged step or None)."""
+    Returns (losses float64 (k_end + 1,), diverged step or None, theta_{k_end})."""
     torch = trainer.torch
-    losses = np.empty(steps + 1, dtype=np.float64)
-    k0 = 0
-    while k0 < steps:
-        k1 = min(k0 + CHUNK, steps)
-        snap = trainer.snapshot()
-        chunk = []
-        for k in range(k0, k1):
-            chunk.append(trainer.grad_step(k))
-            trainer.update(k)
-        values = torch.stack(chunk).to(torch.float64).numpy()
-        if not (np.isfinite(values).all() and trainer.params_finite()):
-            trainer.restore(snap)
-            diverged = _replay(trainer, losses, k0, k1, steps)
+    K, U = trainer.steps, trainer.unroll
+    calls = -(-K // U)
+    per_check = max(1, CHUNK // U)
+    losses = np.empty(calls * U + 1, dtype=np.float64)
+    params, state = trainer.params, trainer.state
+    c0 = 0
+    while c0 < calls:
+        c1 = min(c0 + per_check, calls)
+        kept, chunk_losses, chunk_finite = [], [], []
+        for c in range(c0, c1):
+            kept.append((params, state))
+            params, state, loss, finite = trainer.call(c, params, state)
+            chunk_losses.append(loss)
+            chunk_finite.append(finite)
+        k0, k1 = c0 * U, min(c1 * U, K)
+        values = torch.cat(chunk_losses).to(torch.float64).numpy()[: k1 - k0]
+        finite = torch.cat(chunk_finite).numpy()[: k1 - k0]
+        bad = np.flatnonzero(~finite)
+        if bad.size:  # the first step whose L_k or theta_k is not finite: stop there
+            j = int(bad[0])
+            k = k0 + j
+            losses[k0:k + 1] = values[: j + 1]
+            params, state = kept[j // U]
+            if j % U:  # theta_k: re-run its call with only the steps before k active
+                c = c0 + j // U
+                active = torch.arange(U) < j % U
+                per_call = (trainer.s[c], trainer.lr[c], active, trainer.keep[c],
+                            *(() if trainer.batches is None else (trainer.batches[c],)))
+                params, _, _, _ = trainer.call(c, params, state, per_call)
             if progress is not None:
-                progress(diverged)
-            return losses[: diverged + 1], diverged
+                progress(k)
+            return losses[: k + 1], k, params
         losses[k0:k1] = values
-        k0 = k1
+        c0 = c1
         if progress is not None:
             progress(k1)
-    losses[steps] = float(trainer.final_loss())
-    if not math.isfinite(losses[steps]):
-        return losses, steps
-    return losses, None
-
-
-def _replay(trainer: _Trainer, losses: np.ndarray, k0: int, k1: int, steps: int) -> int:
-    """Re-run steps k0..k1 one at a time, checking every loss and theta, from the snapshot at
-    k0; stop at the first non-finite one (no update applied there) and return its step."""
-    for k in range(k0, k1 + 1):
-        loss = trainer.grad_step(k) if k < steps else trainer.final_loss()
-        losses[k] = float(loss)
-        if not (math.isfinite(losses[k]) and trainer.params_finite()):
-            return k
-        if k < steps:
-            trainer.update(k)
-    raise RuntimeError(f"torch backend: steps {k0}..{k1} had a non-finite value that a replay "
-                       f"did not reproduce (non-deterministic computation?)")
+    losses[K], finite = trainer.final_loss(params, state)
+    return losses[: K + 1], (None if finite else K), params

@@ -4,6 +4,7 @@
 #   snakemake --cores 2                       # the default grid (benchmarks/default.yaml)
 #   snakemake --cores 2 --config grid=smoke   # every stage at tiny sizes
 # Outputs: <results>/<grid>/ (see README.md, "The pipeline").
+import mimetypes
 from pathlib import Path
 
 from snakemake.utils import min_version
@@ -12,6 +13,10 @@ from hrta.pipeline_config import exit_on_bad_input, validate_config
 from hrta.spec import load_document
 
 min_version("9.0")
+
+# `snakemake --report` embeds the parquet tables as downloads under their registered type
+# (without it Snakemake labels them text/plain).
+mimetypes.add_type("application/vnd.apache.parquet", ".parquet")
 
 
 CONFIG_FILE = Path(workflow.basedir) / "config" / "config.yaml"

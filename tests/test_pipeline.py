@@ -1,5 +1,6 @@
 """The Snakemake pipeline itself: lint, dry runs of every grid, config validation, and the smoke
-grid end to end (every table complete, a second run does nothing, a lost run is redone alone).
+grid end to end (every table complete, a second run does nothing, ``snakemake --report`` works,
+a lost run is redone alone).
 
 Each test runs Snakemake in its own temporary working directory (``--directory``), so that its
 outputs and Snakemake's metadata never touch the checkout's ``results/``.
@@ -150,6 +151,14 @@ def test_smoke_grid_end_to_end_then_nothing_to_do_then_resume(tmp_path):
     again = snakemake(tmp_path, "-n", "--cores", "2", "--config", "grid=smoke", SKIP)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # Snakemake's own report of the finished run, with the captions of workflow/report/
+    page = tmp_path / "snakemake-report.html"
+    made = snakemake(tmp_path, "--config", "grid=smoke", SKIP, "--report", str(page))
+    assert made.returncode == 0, (made.stdout + made.stderr)[-5000:]
+    html = page.read_text()
+    assert "Every run of the pipeline" in html  # workflow/report/results.rst
+    assert "application/vnd.apache.parquet" in html and "assuming text/plain" not in made.stderr
 
     # as if killed while an evaluation batch ran: one of its runs, its manifest and the tables
     # are missing; the rerun trains that run alone and rebuilds the tables

@@ -1,10 +1,10 @@
 """The torch backend's machinery beyond the contract suite (tests/test_conformance.py).
 
-Two of its code paths are not the default and so are not exercised by the contract suite:
-several training steps per compiled call (``UNROLL``, with a partial last call and a
+Two code paths of the compiled step are never the default and so are checked against it
+here: several training steps per compiled call (``UNROLL``, with a partial last call and a
 divergence inside a call), and the Dynamo-guarded call that replaces the direct graph call
-when the compiled graph's inputs cannot be matched. Both must train exactly as the default
-path does.
+when the compiled graph's inputs cannot be matched. (The compiled step itself passes the
+contract suite in tests/test_compiled_loops.py.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ pytest.importorskip("torch")
 from hrta.backends import torch_backend as tb  # noqa: E402
 from hrta.inputs import build_inputs  # noqa: E402
 from hrta.spec import parse_spec  # noqa: E402
+
+COMPILED = tb.TorchBackend(compile=True)
 
 
 def inputs_of(optimizer: dict, *, batch_size=None, reset=False, train=("W", "b", "a"),
@@ -48,7 +50,7 @@ CASES = {
 
 
 def train(inputs):
-    return tb.TorchBackend(compile=True).train(inputs)
+    return COMPILED.train(inputs)
 
 
 def assert_same_training(got, want):
@@ -88,3 +90,4 @@ def test_the_guarded_call_trains_as_the_direct_one(case, monkeypatch):
     assert got.diverged_step == want.diverged_step
     for name, value in want.params.items():
         np.testing.assert_array_equal(got.params[name], value)
+

@@ -7,8 +7,9 @@ What is native torch and what is not (docs/backends.md says the same):
   from :func:`_make_steps` into one ``torch.compile`` graph (inductor, ``fullgraph=True,
   dynamic=False``), compiled once per program structure (dtype, trainable set, optimizer and
   its constants, shapes, batch size, threads) and reused; eager (the same step function, not
-  compiled) when compilation is switched off (``HRTA_TORCH_COMPILE=0`` or
-  ``TorchBackend(compile=False)``) or fails, which ``details`` records.
+  compiled) for runs too short to repay a compilation (``POLICY``), when compilation is
+  switched off (``HRTA_TORCH_COMPILE=0`` or ``TorchBackend(compile=False)``)
+  or when it fails, which ``details`` records.
 - model and loss: torch tensor ops in the run's dtype (:func:`_forward`, :func:`_loss`).
 - gradients: torch autograd through ``torch.func.grad_and_value`` / ``torch.func.grad``.
 - optimizers: torch.optim's functional implementations ``torch.optim.sgd.sgd`` (momentum,
@@ -34,12 +35,14 @@ import contextlib
 import functools
 import os
 import re
+import sys
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from hrta.backends.base import Backend, Params, Progress, TrainResult
+from hrta.backends.compile_policy import CompilePolicy
 from hrta.inputs import Inputs
 
 CHUNK = 100
@@ -54,8 +57,23 @@ RECOMPILE_LIMIT = 64
 """torch._dynamo's per-function graph limit while training (default 8): one process may train
 many dtype x trainable-set x batch-shape combinations, and each is its own static graph."""
 
-COMPILE_ENV = "HRTA_TORCH_COMPILE"
-"""Set to 0 to train eagerly (no torch.compile)."""
+POLICY = CompilePolicy(
+    env="HRTA_TORCH_COMPILE", step_seconds=7.0e-4, entry_seconds=6.0e-8, compile_seconds=3.0,
+    compiler="torch.compile")
+"""When a run's step is compiled (:mod:`hrta.backends.compile_policy`; ``HRTA_TORCH_COMPILE``
+auto, 1 or 0). Measured here (float64, one thread): the eager step costs 0.67-1.1 ms at width
+16-64, n 20-100 (the dispatch of its ~60 small ops) and 0.5 s at width 8192, n 1024 (60 ns
+per entry of the n x width intermediates; 0.05 s compiled); the model overestimates mid sizes
+(width 1000, n 100: 6.7 ms against 1.8-2.9 ms measured), which errs towards compiling.
+Compiling one step graph took 2.5-3.7 s per structure with an empty inductor cache, 0.4 s
+from its on-disk cache, and the first graph of a process 5-20 s more (importing and warming
+the compiler stack). So the smoke grid's runs (40 steps) and the default grid's (400 steps
+at width 64) train eagerly, the paper's (5000 steps at width 1000) compiled. Neither loop is
+the more accurate in float32 everywhere: of the default grid's float32 agreement runs, the
+compiled step fails two (multiscale1d, four-stage and linear-ramp: amplified rounding, see
+docs/backends.md) that the eager one passes, and the eager one fails one (friedman1
+homotopy: b 7.4e-5 from the float64 reference, 6.1e-6 compiled) that the compiled one
+passes."""
 
 THREADS_ENV = "HRTA_TORCH_THREADS"
 """torch intra-op threads while training (default 1). The ops of a width-1000, n=100 network
@@ -101,10 +119,22 @@ def _loss(W, b, a, X, y, s, root_m):
     return r @ r / (2 * X.shape[0])
 
 
+def _set_deterministic(torch, mode: bool, warn_only: bool, compiling: bool) -> None:
+    """``torch.use_deterministic_algorithms``, unless nothing is compiled and the compiler is
+    not loaded: that function also sets inductor's ``deterministic`` flag, importing the
+    compiler stack for it (1.2 s, measured), which eager code never reads. Then only the flag of
+    the eager ops is set, through the call that function makes for it."""
+    if (compiling or "torch._inductor.config" in sys.modules
+            or not hasattr(torch._C, "_set_deterministic_algorithms")):
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 @contextlib.contextmanager
-def _settings():
-    """Deterministic, full-precision settings for the duration of a call; yields a record of
-    them. Restores the caller's settings afterwards."""
+def _settings(compiling: bool = False):
+    """Deterministic, full-precision settings for the duration of a call (``compiling``: one
+    that may compile); yields a record of them. Restores the caller's settings afterwards."""
     torch = _torch()
     import torch.utils.deterministic as deterministic
 
@@ -115,7 +145,7 @@ def _settings():
              torch.get_num_threads())
     threads = _threads()
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
+    _set_deterministic(torch, True, False, compiling)
     deterministic.fill_uninitialized_memory = False  # nothing reads uninitialised memory
     torch.set_float32_matmul_precision("highest")  # no TF32/bf16 shortcuts in float32 matmuls
     try:
@@ -125,7 +155,7 @@ def _settings():
                "num_threads": threads,
                "flush_denormal": False}
     finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        _set_deterministic(torch, saved[0], saved[1], compiling)
         deterministic.fill_uninitialized_memory = saved[2]
         torch.set_float32_matmul_precision(saved[3])
         if torch.get_num_threads() != saved[4]:
@@ -416,11 +446,11 @@ class TorchBackend(Backend):
     install_hint = "pip install 'hrta-bench[torch]'"
     description = "PyTorch: autograd, torch.optim functional SGD/Adam, torch.compile per step"
 
-    def __init__(self, compile: bool | None = None):
-        """``compile``: use torch.compile (default: on unless HRTA_TORCH_COMPILE=0)."""
-        if compile is None:
-            compile = os.environ.get(COMPILE_ENV, "1").strip().lower() not in ("0", "false",
-                                                                               "no", "off")
+    def __init__(self, compile: bool | str | None = None):
+        """``compile``: True (always torch.compile the step), False (never) or "auto" (when
+        it pays, see ``POLICY``); None: ``HRTA_TORCH_COMPILE`` decides (default auto)."""
+        if compile is not None:
+            POLICY.mode(compile)  # a bad value fails here, naming the argument
         self.compile = compile
 
     def versions(self) -> dict[str, str]:
@@ -462,8 +492,10 @@ class TorchBackend(Backend):
     # ---- training -----------------------------------------------------------------------
     def train(self, inputs: Inputs, progress: Progress | None = None) -> TrainResult:
         torch = _torch()
-        with _settings() as settings, _dynamo_limits(torch):
-            trainer, compile_seconds, loop, compile_error = self._prepare(inputs)
+        compile, why = POLICY.decide(inputs.spec, self.compile)
+        limits = _dynamo_limits(torch) if compile else contextlib.nullcontext()
+        with _settings(compiling=compile) as settings, limits:
+            trainer, compile_seconds, loop, compile_error = self._prepare(inputs, compile)
             start = time.perf_counter()
             losses, diverged, params = _run(trainer, progress)
             train_seconds = time.perf_counter() - start
@@ -497,6 +529,7 @@ class TorchBackend(Backend):
                            f"non-finite value the run stops at that step with theta_k from "
                            f"the kept inputs of its call",
             "determinism": settings,
+            "compile_policy": why,
         }
         if compile_error is not None:
             details["compile_error"] = compile_error
@@ -504,13 +537,13 @@ class TorchBackend(Backend):
                            compile_seconds=compile_seconds, train_seconds=train_seconds,
                            device="cpu", details=details)
 
-    def _prepare(self, inputs: Inputs):
-        """A trainer whose step function is compiled and has run once: (trainer, warm-up
-        seconds, loop name, compile error or None). Falls back to eager when compilation
-        fails."""
+    def _prepare(self, inputs: Inputs, compile: bool):
+        """A trainer whose step function is compiled (if ``compile``) and has run once:
+        (trainer, warm-up seconds, loop name, compile error or None). Falls back to eager when
+        compilation fails."""
         start = time.perf_counter()
         error = None
-        if self.compile:
+        if compile:
             trainer = _Trainer(inputs, compile=True)
             try:
                 direct = trainer.compile()

@@ -26,6 +26,9 @@ rule theory_ntk_width:
         checks=f"{OUT}/theory/ntk_width/{{backend}}.json",
     params:
         missing=config["missing_backends"],
+    # as urgent as the training chain: these jobs need only the grid, and started last
+    # (after the evaluation jobs) they alone would hold back the report
+    priority: 10
     log:
         f"{OUT}/logs/theory/ntk_width_{{backend}}.log",
     threads: 1

@@ -44,15 +44,23 @@ have_binaries() {
         && command -v munged >/dev/null
 }
 
+# One apt-get at a time: the browser test (hrta.report.browser.install_chromium) may install
+# Chromium in another pytest worker at the same moment, and apt-get fails at once on a held
+# lock. Both take this lock; DPkg::Lock::Timeout waits for any other apt user.
+APT_LOCK=/tmp/hrta-bench-apt.lock
+apt_get() {
+    flock "$APT_LOCK" apt-get -o DPkg::Lock::Timeout=600 "$@"
+}
+
 install_packages() {
     have_binaries && return 0
     command -v apt-get >/dev/null || cannot "SLURM is not installed and there is no apt-get"
     local t0; t0=$(now)
     export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >"$STATE/apt.log" 2>&1; then
+    if ! apt_get install -y -q --no-install-recommends "${PACKAGES[@]}" >"$STATE/apt.log" 2>&1; then
         log "apt-get install failed; running apt-get update and retrying"
-        apt-get update -q >>"$STATE/apt.log" 2>&1 || { tail -n 20 "$STATE/apt.log" >&2; exit 1; }
-        apt-get install -y -q --no-install-recommends "${PACKAGES[@]}" >>"$STATE/apt.log" 2>&1 \
+        apt_get update -q >>"$STATE/apt.log" 2>&1 || { tail -n 20 "$STATE/apt.log" >&2; exit 1; }
+        apt_get install -y -q --no-install-recommends "${PACKAGES[@]}" >>"$STATE/apt.log" 2>&1 \
             || { tail -n 20 "$STATE/apt.log" >&2; exit 1; }
     fi
     have_binaries || { log "packages installed but binaries missing"; exit 1; }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -47,6 +48,11 @@ def find_chromium() -> str | None:
     return None
 
 
+APT_LOCK = "/tmp/hrta-bench-apt.lock"
+"""Taken around apt-get, as tests/slurm/cluster.sh does: the SLURM test may install packages
+in another pytest worker at the same moment, and apt-get fails at once on a held lock."""
+
+
 def install_chromium(timeout: float = 900) -> tuple[str | None, str]:
     """Install Debian's ``chromium`` with apt-get when it is missing (root only).
 
@@ -59,13 +65,16 @@ def install_chromium(timeout: float = 900) -> tuple[str | None, str]:
     if os.geteuid() != 0:
         return None, "chromium is not installed and installing it needs root (apt-get)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in (["apt-get", "update"],
-                ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              check=False)
-        if done.returncode != 0:
-            raise BrowserError(f"{' '.join(cmd)} failed ({done.returncode}): "
-                               f"{done.stderr.strip()[-800:]}")
+    wait = ["-o", f"DPkg::Lock::Timeout={int(timeout)}"]  # for any other apt user
+    with open(APT_LOCK, "a") as lock:  # held for both commands
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in (["apt-get", *wait, "update"],
+                    ["apt-get", *wait, "install", "-y", "--no-install-recommends", "chromium"]):
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  env=env, check=False)
+            if done.returncode != 0:
+                raise BrowserError(f"{' '.join(cmd)} failed ({done.returncode}): "
+                                   f"{done.stderr.strip()[-800:]}")
     found = find_chromium()
     if not found:
         raise BrowserError("apt-get installed chromium but no chromium binary is on PATH")

@@ -59,7 +59,7 @@ class CompilePolicy:
 
     def mode(self, choice: bool | str | None = None) -> bool | str:
         """True, False or "auto": ``choice`` if given (a backend's constructor argument),
-        else the environment variable (default auto)."""
+        else the environment variable, else ``default``."""
         if choice is not None:
             if choice not in (True, False, AUTO):
                 raise ValueError(f"compile: expected True, False or 'auto', got {choice!r}")

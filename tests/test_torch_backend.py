@@ -90,4 +90,3 @@ def test_the_guarded_call_trains_as_the_direct_one(case, monkeypatch):
     assert got.diverged_step == want.diverged_step
     for name, value in want.params.items():
         np.testing.assert_array_equal(got.params[name], value)
-

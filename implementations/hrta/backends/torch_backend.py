@@ -65,15 +65,15 @@ auto, 1 or 0). Measured here (float64, one thread): the eager step costs 0.67-1.
 16-64, n 20-100 (the dispatch of its ~60 small ops) and 0.5 s at width 8192, n 1024 (60 ns
 per entry of the n x width intermediates; 0.05 s compiled); the model overestimates mid sizes
 (width 1000, n 100: 6.7 ms against 1.8-2.9 ms measured), which errs towards compiling.
-Compiling one step graph took 2.5-3.7 s per structure with an empty inductor cache, 0.4 s
-from its on-disk cache, and the first graph of a process 5-20 s more (importing and warming
-the compiler stack). So the smoke grid's runs (40 steps) and the default grid's (400 steps
-at width 64) train eagerly, the paper's (5000 steps at width 1000) compiled. Neither loop is
-the more accurate in float32 everywhere: of the default grid's float32 agreement runs, the
-compiled step fails two (multiscale1d, four-stage and linear-ramp: amplified rounding, see
-docs/backends.md) that the eager one passes, and the eager one fails one (friedman1
-homotopy: b 7.4e-5 from the float64 reference, 6.1e-6 compiled) that the compiled one
-passes."""
+Compiling one step graph took 1.9-3.7 s per new structure, 0.4 s from inductor's on-disk
+cache, and the first graph of a process up to ~23 s more (the smoke grid's first compile
+after installing took 26 s: importing and warming the compiler stack). So the smoke grid's
+runs (40 steps) and the default grid's (400 steps at width 64) train eagerly, the paper's
+(5000 steps at width 1000) compiled. Neither loop is the more accurate in float32
+everywhere: of the default grid's float32 agreement runs, the compiled step fails two
+(multiscale1d, four-stage and linear-ramp: amplified rounding, see docs/backends.md) that the
+eager one passes, and the eager one fails one (friedman1 homotopy: b 7.4e-5 from the float64
+reference, 6.5e-6 compiled) that the compiled one passes."""
 
 THREADS_ENV = "HRTA_TORCH_THREADS"
 """torch intra-op threads while training (default 1). The ops of a width-1000, n=100 network

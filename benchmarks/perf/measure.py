@@ -259,7 +259,7 @@ def run_inputs(width: int, n: int, steps: int, runs: int, dtype: str) -> list[In
 
 def vmap_jax(runs: list[Inputs], repeats: int) -> dict:
     """A batch of runs through jax.vmap of the JAX backend's own compiled step (the chunk
-    program of hrta.backends.jax_backend, one chunk of K steps, K <= CHUNK_STEPS), against the
+    program of hrta.backends.jax_backend, one chunk of K steps, K < CHUNK_STEPS), against the
     same runs one by one through JaxBackend.train. Compile time is apart from both."""
     import jax
     import jax.numpy as jnp
@@ -268,8 +268,9 @@ def vmap_jax(runs: list[Inputs], repeats: int) -> dict:
 
     structure = jb.Structure.of(runs[0])
     steps = structure.steps
-    if jb.chunk_size(steps) != steps:
-        raise ValueError(f"vmap_jax: K = {steps} must fit one chunk ({jb.CHUNK_STEPS})")
+    if jb.chunk_size(steps + 1) != steps + 1:
+        raise ValueError(f"vmap_jax: K + 1 = {steps + 1} evaluations must fit one chunk "
+                         f"({jb.CHUNK_STEPS})")
     backend = get_backend("jax")
     one_by_one = best_of(lambda: sum(backend.train(i).train_seconds for i in runs), repeats)
     single_losses = [backend.train(i).losses[:steps] for i in runs]

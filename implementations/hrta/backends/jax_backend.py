@@ -2,10 +2,12 @@
 ``lax.scan`` over the training steps.
 
 The training loop is one compiled function that runs ``chunk`` steps with ``lax.scan``; the
-host calls it ceil(K / chunk) times, reporting progress and stopping early after a divergence.
-Every call has the same shapes (the last chunk is padded with masked steps), so it is compiled
-once, ahead of time (``.lower(...).compile()``), and compile time is measured apart from
-training time. Compiled programs are cached per structure (dtype, shapes, trainable set,
+host calls it ceil((K + 1) / chunk) times, reporting progress and stopping early after a
+divergence. The K + 1 evaluations are the K steps and the loss of theta_K (at s_{K-1}), which
+is one more scan step that updates nothing, so one program per structure does it all. Every
+call has the same shapes (the last chunk is padded with masked steps), so it is compiled once,
+ahead of time (``.lower(...).compile()``), and compile time is measured apart from training
+time. Compiled programs are cached per structure (dtype, shapes, trainable set,
 optimizer hyperparameters, batch size), so a second run of the same structure compiles nothing.
 
 Spec mapping (HRTA-SPEC.md sections 1-5):
@@ -47,12 +49,14 @@ from hrta.inputs import Inputs
 from hrta.spec import OptimizerSpec
 
 CHUNK_STEPS = 1000
-"""Most training steps per compiled call; the actual chunk splits K evenly (see chunk_size)."""
+"""Most scan steps per compiled call; the actual chunk splits the K + 1 evaluations evenly
+(see chunk_size)."""
 
 
 def chunk_size(steps: int, most: int = CHUNK_STEPS) -> int:
-    """Steps per compiled call: K split into ceil(K / most) chunks of equal size, so that the
-    padding of the last chunk is fewer steps than there are chunks."""
+    """Scan steps per compiled call for ``steps`` evaluations (K + 1 for a run of K steps):
+    split into ceil(steps / most) chunks of equal size, so that the padding of the last chunk
+    is fewer steps than there are chunks."""
     chunks = -(-steps // most)
     return -(-steps // chunks)
 
@@ -146,17 +150,14 @@ def _all_finite(params):
     return jnp.stack(flags).all()
 
 
-def _final(params, X, y, s):
-    """The loss and finiteness of the last step K (theta_K at s_{K-1})."""
-    return _loss(params, X, y, s), _all_finite(params)
-
-
 def _programs(structure: Structure):
     """The pure functions of one structure: ``init(params) -> carry`` and
     ``chunk(carry, xs, X, y) -> (carry, (losses, params_finite))``.
 
     carry = (params, optimizer state, stopped); xs = {s, lr, reset, live[, idx]}, each with
-    leading axis ``chunk``; ``live`` is False on the padding steps of the last chunk.
+    leading axis ``chunk``; ``live`` is False on the evaluation of theta_K and on the padding
+    steps of the last chunk: they report the loss and finiteness of the carried parameters and
+    update nothing.
     """
     import jax
     import jax.numpy as jnp
@@ -165,7 +166,9 @@ def _programs(structure: Structure):
     trainable = structure.trainable
     value_and_grad = jax.value_and_grad(_split_loss)
     grad = jax.grad(_split_loss)
-    template = _optimizer(structure, jnp.asarray(0.0, structure.dtype))
+
+    def fresh_state(trained):
+        return _optimizer(structure, jnp.asarray(0.0, structure.dtype)).init(trained)
 
     def split(params):
         trained = {k: params[k] for k in trainable}
@@ -174,7 +177,7 @@ def _programs(structure: Structure):
 
     def init(params):
         trained, _ = split(params)
-        return params, template.init(trained), jnp.asarray(False)
+        return params, fresh_state(trained), jnp.asarray(False)
 
     def step(carry, x, X, y):
         params, state, stopped = carry
@@ -186,7 +189,7 @@ def _programs(structure: Structure):
             grads = grad(trained, frozen, X[x["idx"]], y[x["idx"]], x["s"])
         finite = _all_finite(params)
         bad = ~(jnp.isfinite(loss) & finite)
-        state_in = _tree_where(x["reset"], template.init(trained), state)
+        state_in = _tree_where(x["reset"], fresh_state(trained), state)
         opt = _optimizer(structure, x["lr"])
         updates, new_state = opt.update(grads, state_in, trained)
         new_params = {**params, **optax.apply_updates(trained, updates)}
@@ -223,13 +226,13 @@ def _params_shapes(width: int, d: int, dtype: str) -> dict:
 
 @lru_cache(maxsize=16)
 def _compile_chunk(structure: Structure) -> Compiled:
-    """AOT-compile the chunk program of ``structure`` (``chunk_size(K)`` steps per call).
-    Call inside ``jax.enable_x64(True)``."""
+    """AOT-compile the chunk program of ``structure`` (``chunk_size(K + 1)`` scan steps per
+    call). Call inside ``jax.enable_x64(True)``."""
     import jax
 
     started = time.perf_counter()
     init, chunk = _programs(structure)
-    steps, dt = chunk_size(structure.steps), structure.dtype
+    steps, dt = chunk_size(structure.steps + 1), structure.dtype
     params = _params_shapes(structure.width, structure.d, dt)
     X, y = _shaped(structure.n, structure.d, dtype=dt), _shaped(structure.n, dtype=dt)
     xs = {"s": _shaped(steps, dtype=dt), "lr": _shaped(steps, dtype=dt),
@@ -238,18 +241,6 @@ def _compile_chunk(structure: Structure) -> Compiled:
         xs["idx"] = _shaped(steps, structure.batch_size, dtype=np.int32)
     carry = jax.eval_shape(init, params)
     program = jax.jit(chunk).lower(carry, xs, X, y).compile()
-    return Compiled(program, time.perf_counter() - started)
-
-
-@lru_cache(maxsize=16)
-def _compile_final(dtype: str, n: int, d: int, width: int) -> Compiled:
-    """AOT-compile ``final(params, X, y, s) -> (L_s(params), params finite)``, shared by
-    every structure with these shapes."""
-    import jax
-
-    started = time.perf_counter()
-    program = jax.jit(_final).lower(_params_shapes(width, d, dtype), _shaped(n, d, dtype=dtype),
-                                    _shaped(n, dtype=dtype), _shaped(dtype=dtype)).compile()
     return Compiled(program, time.perf_counter() - started)
 
 
@@ -282,16 +273,36 @@ def _window(a: np.ndarray, start: int, size: int, fill=0) -> np.ndarray:
 
 
 def _chunks(inputs: Inputs, size: int):
-    """Yield (steps done after it, xs) for each chunk: NumPy arrays with leading axis ``size``,
-    the last chunk padded with steps whose ``live`` is False (s = lr = 0, batch 0: harmless,
-    and masked anyway)."""
+    """Yield (steps done after it, xs) for each chunk of the K + 1 evaluations: NumPy arrays
+    with leading axis ``size``. Evaluation K (theta_K at s_{K-1}) has ``live`` False, as have
+    the steps that pad the last chunk (s = lr = 0, batch 0: harmless, and masked anyway).
+    Step 0 has ``reset`` True: the optimizer state starts as optax's ``init``, swapped in
+    inside the compiled program like any reset (see :func:`_initial_carry`)."""
     steps = inputs.spec.total_steps
-    per_step = {"s": inputs.s, "lr": inputs.lr, "reset": inputs.reset,
-                "live": np.ones(steps, dtype=bool)}
+    reset = np.concatenate([inputs.reset, np.zeros(1, bool)])
+    reset[0] = True
+    per_step = {"s": inputs.s[np.r_[:steps, steps - 1]],  # evaluation K at s_{K-1}
+                "lr": np.concatenate([inputs.lr, np.zeros(1, inputs.lr.dtype)]),
+                "reset": reset,
+                "live": np.arange(steps + 1) < steps}
     if inputs.batches is not None:
-        per_step["idx"] = inputs.batches.astype(np.int32)
-    for start in range(0, steps, size):
-        yield min(start + size, steps), {k: _window(v, start, size) for k, v in per_step.items()}
+        batches = inputs.batches.astype(np.int32)
+        per_step["idx"] = np.concatenate([batches, np.zeros_like(batches[:1])])
+    for start in range(0, steps + 1, size):
+        yield (min(start + size, steps),
+               {k: _window(v, start, size) for k, v in per_step.items()})
+
+
+def _initial_carry(structure: Structure, params: dict):
+    """The carry of step 0, on the host: the parameters, a placeholder optimizer state of the
+    right shapes (NumPy zeros; step 0's reset flag replaces it by optax's ``init`` inside the
+    compiled program) and stopped = False. Calling ``init`` eagerly would compile a small
+    program per operation, shape and dtype (12 in the smoke grid's jax job, about 1 s)."""
+    import jax
+
+    init, _ = _programs(structure)
+    _, state, _ = jax.eval_shape(init, params)
+    return params, jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state), np.False_
 
 
 def _device_name() -> str:
@@ -346,18 +357,13 @@ class JaxBackend(Backend):
         structure = Structure.of(inputs)
         steps = structure.steps
         with jax.enable_x64(True):
-            chunk, chunk_cached = _cached_call(_compile_chunk, structure)
-            final, final_cached = _cached_call(_compile_final, structure.dtype, structure.n,
-                                               structure.d, structure.width)
-            compile_seconds = ((0.0 if chunk_cached else chunk.seconds)
-                               + (0.0 if final_cached else final.seconds))
-            init, _ = _programs(structure)
-            carry = init({"W": inputs.W0, "b": inputs.b0, "a": inputs.a0})  # zeros, eagerly
-            jax.block_until_ready(carry)
+            chunk, cached = _cached_call(_compile_chunk, structure)
+            compile_seconds = 0.0 if cached else chunk.seconds
+            carry = _initial_carry(structure, {"W": inputs.W0, "b": inputs.b0, "a": inputs.a0})
             started = time.perf_counter()
             X, y = inputs.X_train, inputs.y_train
             losses, finite = [], []
-            for done, xs in _chunks(inputs, chunk_size(steps)):
+            for done, xs in _chunks(inputs, chunk_size(steps + 1)):
                 carry, (chunk_losses, chunk_finite) = chunk.program(carry, xs, X, y)
                 losses.append(np.asarray(chunk_losses, dtype=np.float64))
                 finite.append(np.asarray(chunk_finite))
@@ -365,26 +371,20 @@ class JaxBackend(Backend):
                     break  # diverged in this chunk: the carry is frozen at that step
                 if progress is not None:
                     progress(done)
-            # steps 0..K-1 (the padding of the last chunk dropped), then step K: theta_K at
-            # s_{K-1}, unless a divergence stopped the run before it
-            losses, finite = [np.concatenate(losses)[:steps]], [np.concatenate(finite)[:steps]]
-            params = carry[0]
-            if not bool(carry[2]):
-                last_loss, last_finite = final.program(params, X, y, inputs.s[-1])
-                losses.append(np.asarray(last_loss, dtype=np.float64)[None])
-                finite.append(np.asarray(last_finite)[None])
-            params = {k: np.array(v, dtype=inputs.dtype) for k, v in params.items()}
+            # evaluations 0..K (the padding of the last chunk dropped); after a divergence the
+            # carry is frozen and first_divergence below truncates at the first bad one
+            params = {k: np.array(v, dtype=inputs.dtype) for k, v in carry[0].items()}
             seconds = time.perf_counter() - started
             device = _device_name()
-        all_losses = np.concatenate(losses)
-        diverged = first_divergence(all_losses, np.concatenate(finite))
+        all_losses = np.concatenate(losses)[:steps + 1]
+        diverged = first_divergence(all_losses, np.concatenate(finite)[:steps + 1])
         end = steps if diverged is None else diverged
         if progress is not None:
             progress(end)
         return TrainResult(losses=all_losses[: end + 1], params=params, diverged_step=diverged,
                            compile_seconds=compile_seconds, train_seconds=seconds,
                            device=device,
-                           details=self._details(structure, chunk_cached and final_cached))
+                           details=self._details(structure, cached))
 
     @staticmethod
     def _details(structure: Structure, cached: bool) -> dict:
@@ -395,8 +395,8 @@ class JaxBackend(Backend):
         else:
             optimizer = (f"optax.adam(lr_k, b1={b1}, b2={b2}, eps={eps}, eps_root=0) "
                          "[native: scale_by_adam + scale_by_learning_rate]")
-        loop = (f"jax.jit(lax.scan) AOT-compiled, {chunk_size(structure.steps)} steps per "
-                "call")
+        loop = (f"jax.jit(lax.scan) AOT-compiled, {chunk_size(structure.steps + 1)} of the K + 1 "
+                "evaluations per call")
         return {
             "loop": loop,
             "gradients": ("jax.value_and_grad (full batch)" if structure.batch_size is None

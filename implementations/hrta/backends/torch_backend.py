@@ -11,7 +11,8 @@ What is native torch and what is not (docs/backends.md says the same):
   switched off (``HRTA_TORCH_COMPILE=0`` or ``TorchBackend(compile=False)``)
   or when it fails, which ``details`` records.
 - model and loss: torch tensor ops in the run's dtype (:func:`_forward`, :func:`_loss`).
-- gradients: torch autograd through ``torch.func.grad_and_value`` / ``torch.func.grad``.
+- gradients: torch autograd, through ``torch.func.grad_and_value`` in the compiled step and
+  ``torch.autograd.grad`` in the eager one.
 - optimizers: torch.optim's functional implementations ``torch.optim.sgd.sgd`` (momentum,
   nesterov: PyTorch's convention is the spec's) and ``torch.optim.adam.adam`` (eps outside the
   square root, as the spec), the code ``torch.optim.SGD`` / ``torch.optim.Adam`` run; an
@@ -205,7 +206,22 @@ class _Structure:
                 f"foreach=False, capturable=True when compiled)")
 
 
-def _make_steps(st: _Structure):
+def _grad_and_value(torch, fn, trained: dict, *args, functional: bool):
+    """(gradient of ``fn(trained, *args)`` with respect to the tensors of ``trained``, its
+    value). ``functional``: through ``torch.func.grad_and_value`` (what torch.compile traces);
+    otherwise through ``torch.autograd.grad`` on detached leaves, the same autograd arithmetic
+    without importing torch._dynamo, which torch.func does (1.4 s, most of an eager smoke-grid
+    job's start-up)."""
+    if functional:
+        return torch.func.grad_and_value(fn)(trained, *args)
+    with torch.enable_grad():
+        leaves = {k: v.detach().requires_grad_(True) for k, v in trained.items()}
+        value = fn(leaves, *args)
+        grads = torch.autograd.grad(value, list(leaves.values()))
+    return dict(zip(leaves, grads, strict=True)), value.detach()
+
+
+def _make_steps(st: _Structure, functional: bool = True):
     """The function that runs ``st.unroll`` training steps (spec section 5) on flat tensors.
 
     Arguments, in order: W, b, a; the optimizer state (``len(st.train) x len(st.state_names)``
@@ -215,7 +231,8 @@ def _make_steps(st: _Structure):
     full training set (unroll,) and per step whether that loss and every entry of theta_k are
     finite (unroll,).
 
-    Per step: the gradient is ``torch.func.grad_and_value`` (torch autograd) of ``_loss`` with
+    Per step: the gradient is ``torch.func.grad_and_value`` (torch autograd; with
+    ``functional`` False, for the eager loop, ``torch.autograd.grad``) of ``_loss`` with
     respect to the trainable parameters; the update is torch.optim's own functional SGD / Adam
     (``torch.optim.sgd.sgd``, ``torch.optim.adam.adam``), the arithmetic torch.optim.SGD / Adam
     run. ``keep = False`` zeroes the optimizer state first (Adam's step count included), which
@@ -246,12 +263,13 @@ def _make_steps(st: _Structure):
 
             trained = {k: params[k] for k in st.train}
             if batches is None:  # the full-batch gradient comes with the loss
-                grads, loss = torch.func.grad_and_value(loss_on)(trained, X, y)
+                grads, loss = _grad_and_value(torch, loss_on, trained, X, y,
+                                              functional=functional)
             else:
                 loss = loss_on(trained, X, y)
                 idx = batches[j]
-                grads = torch.func.grad(loss_on)(trained, X.index_select(0, idx),
-                                                 y.index_select(0, idx))
+                grads, _ = _grad_and_value(torch, loss_on, trained, X.index_select(0, idx),
+                                           y.index_select(0, idx), functional=functional)
             ok = torch.isfinite(loss)
             for k in names:
                 ok = ok & torch.isfinite(params[k]).all()
@@ -407,7 +425,7 @@ class _Trainer:
         self.final = (tensor(np.full(U, s[-1])), self.lr[0],
                       torch.zeros(U, dtype=torch.bool), self.keep[0],
                       *(() if self.batches is None else (self.batches[0],)))
-        self.fn = _make_steps(self.st)
+        self.fn = _make_steps(self.st, functional=False)  # eager until compile() below
         self.compiled = None
 
     def args(self, c, params, state, per_call=None):
@@ -509,8 +527,9 @@ class TorchBackend(Backend):
                 "model_and_loss": "torch tensor ops" + (" under torch.compile (inductor), "
                                                         "one graph with gradient and update"
                                                         if compiled else ""),
-                "gradients": "torch.autograd via torch.func.grad_and_value"
-                             + (" (traced into the compiled graph)" if compiled else ""),
+                "gradients": ("torch.autograd via torch.func.grad_and_value (traced into "
+                              "the compiled graph)" if compiled else
+                              "torch.autograd.grad on the step's parameters"),
                 "optimizer": trainer.st.describe(),
                 "optimizer_reset": "the optimizer state (Adam's step count included) zeroed "
                                    "at each reset step, the state a new torch.optim optimizer "

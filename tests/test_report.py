@@ -21,7 +21,8 @@ from scipy import stats as sps
 from hrta import grid as hgrid
 from hrta.cli import main
 from hrta.report import claims, stats
-from hrta.report.build import build_report
+from hrta.report.build import build_report, render_figures
+from hrta.report.document import Document, Figure, Section
 from hrta.report.load import Bundle, ReportInputError, load_bundle, report_id
 from hrta.report.provenance import code_version
 
@@ -369,6 +370,41 @@ def test_report_is_one_self_contained_html_file_and_a_markdown_twin(built):
         assert "Regenerate: " in text and "hrta report" in text
         assert f"@misc{{hrtabench:{folder.name}," in text
         assert "CITATION.cff" in text
+
+
+@pytest.mark.slow
+def test_figures_drawn_in_parallel_are_those_drawn_serially(built, tmp_path):
+    folder = build_report(built["results"], tmp_path / "reports", workers=2)
+    assert folder.name == built["folder"].name
+    serial = sorted((built["folder"] / "figures").iterdir())
+    parallel = sorted((folder / "figures").iterdir())
+    assert len(serial) >= 5 and [p.name for p in parallel] == [p.name for p in serial]
+    for one, other in zip(serial, parallel, strict=True):
+        assert one.read_bytes() == other.read_bytes(), one.name
+
+
+def _tiny_figure(value: float):
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(1, 1))
+    fig.subplots().plot([0, 1], [0, value])
+    return fig
+
+
+def _broken_figure():
+    raise ValueError("figure data: expected a column 'loss'")
+
+
+def test_render_figures_fills_every_figure_and_a_worker_error_reaches_the_caller():
+    figures = [Figure(f"f{i}", "t", "c", make=lambda i=i: _tiny_figure(i)) for i in range(3)]
+    render_figures(Document("d", [], [Section("s", "S", list(figures))]), workers=2)
+    assert all(f.png and f.png.startswith(b"\x89PNG") for f in figures)
+    assert len({f.png for f in figures}) == 3
+    broken = Document("d", [], [Section("s", "S", [
+        Figure("ok", "t", "c", make=lambda: _tiny_figure(1.0)),
+        Figure("bad", "t", "c", make=_broken_figure)])])
+    with pytest.raises(ValueError, match="expected a column 'loss'"):
+        render_figures(broken, workers=2)
 
 
 @pytest.mark.slow

@@ -20,6 +20,9 @@ rule report:
         reports=REPORTS,
     log:
         f"{OUT}/logs/report.log",
+    # the figures are drawn in parallel (hrta.report.build.render_figures); the report is
+    # the last job, so both cores are free
+    threads: 2
     conda:
         str(ENV)
     script:

@@ -8,7 +8,8 @@ from hrta.report import build_report
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115
 
-folder = build_report(snakemake.params.results, snakemake.params.reports)
+folder = build_report(snakemake.params.results, snakemake.params.reports,
+                      workers=snakemake.threads)
 atomic.write_bytes(snakemake.output.html, (folder / "report.html").read_bytes())
 write_json({"report_id": folder.name, "folder": str(folder),
             "html": str(folder / "report.html"), "markdown": str(folder / "report.md"),

@@ -367,3 +367,17 @@ def test_installed_script_trains_quietly_when_piped(tmp_path):
     assert len(proc.stdout.splitlines()) == 1 and "finished" in proc.stdout
     assert sorted(os.listdir(out)) == ["history.csv", "inputs.npz", "metrics.json",
                                        "params.npz"]
+
+
+def test_exit_without_teardown_keeps_what_was_written_and_the_status(tmp_path):
+    log = tmp_path / "job.log"
+    code = ("import sys\n"
+            "from hrta.cli import exit_without_teardown\n"
+            f"sys.stdout = open({str(log)!r}, 'w')\n"  # buffered: only a flush writes it
+            "print('outputs written')\n"
+            "exit_without_teardown(3)\n"
+            "print('never')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert log.read_text() == "outputs written\n"

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from hrta import atomic
+from hrta.atomic import plain, write_json  # noqa: F401  (re-exported: callers import them here)
 
 LABELS = ("task", "method", "family", "optimizer", "optimizer_label", "schedule", "lr",
           "lr_index", "width", "n_train", "seed", "dtype", "batch_size", "steps")
@@ -149,21 +150,3 @@ def write_parquet(frame: pd.DataFrame, path: Path | str) -> None:
     atomic.write_bytes(path, buffer.getvalue())
 
 
-def write_json(data, path: Path | str) -> None:
-    """Write JSON atomically; NumPy scalars become plain numbers, non-finite floats null."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(plain(data), indent=1, sort_keys=True, allow_nan=False)
-    atomic.write_text(path, text + "\n")
-
-
-def plain(value):
-    """``value`` with NumPy scalars as Python numbers and NaN/inf as None, recursively."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

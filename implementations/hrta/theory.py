@@ -548,7 +548,7 @@ def width_slope(rows: Sequence[dict]) -> dict:
     with fewer than 2 seeds). Verdict rule: "reproduced" when the interval lies below 0 (with
     one seed: slope < 0), "not reproduced" when it lies above 0 (slope > 0), otherwise
     "inconclusive". ``consistent_with_inverse_sqrt``: -1/2 lies inside the interval."""
-    from scipy import stats
+    from scipy.special import stdtrit  # scipy.stats' t.ppf; scipy.stats takes 0.5 s to import
 
     widths = np.array(sorted({r["width"] for r in rows}), dtype=np.float64)
     seeds = sorted({r["seed"] for r in rows})
@@ -566,8 +566,9 @@ def width_slope(rows: Sequence[dict]) -> dict:
             per_seed.append(float(np.polyfit(np.log(ws), np.log(es), 1)[0]))
     ci = None
     if len(per_seed) >= 2:
-        mean, sem = float(np.mean(per_seed)), float(stats.sem(per_seed))
-        half = float(stats.t.ppf(0.975, len(per_seed) - 1)) * sem
+        mean = float(np.mean(per_seed))
+        sem = float(np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)))
+        half = float(stdtrit(len(per_seed) - 1, 0.975)) * sem
         ci = [mean - half, mean + half]
     upper, lower = (ci[1], ci[0]) if ci else (slope, slope)
     verdict = ("reproduced" if upper < 0 else "not reproduced" if lower > 0 else "inconclusive")

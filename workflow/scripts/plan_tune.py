@@ -3,7 +3,7 @@
 import sys
 
 from hrta import grid as hgrid
-from hrta.aggregate import write_json
+from hrta.atomic import write_json
 
 sys.stderr = sys.stdout = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115
 

@@ -10,6 +10,7 @@ rule theory_spectrum:
         table=report(f"{OUT}/theory/ntk_spectrum.parquet",
                      caption="../report/ntk_spectrum.rst", category="Theory"),
         checks=f"{OUT}/theory/spectrum_checks.json",
+    priority: 5  # as the empirical-NTK jobs (below): needs only the grid
     log:
         f"{OUT}/logs/theory/spectrum.log",
     conda:
@@ -26,9 +27,11 @@ rule theory_ntk_width:
         checks=f"{OUT}/theory/ntk_width/{{backend}}.json",
     params:
         missing=config["missing_backends"],
-    # as urgent as the training chain: these jobs need only the grid, and started last
-    # (after the evaluation jobs) they alone would hold back the report
-    priority: 10
+    # below the training chain (priority 10), which is mostly one job at a time: these jobs
+    # need only the grid and fill the other core from the start. At 0 they started after the
+    # evaluation jobs and alone held back the report; at 10 they took both cores first and
+    # held back the chain.
+    priority: lambda wildcards: 5 + start_up_rank(wildcards)
     log:
         f"{OUT}/logs/theory/ntk_width_{{backend}}.log",
     threads: 1

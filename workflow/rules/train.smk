@@ -11,7 +11,7 @@ rule train:
     params:
         runs_root=f"{OUT}/runs",
         missing=config["missing_backends"],
-    priority: 10
+    priority: lambda wildcards: 10 + start_up_rank(wildcards)  # the chain; see common.smk
     log:
         f"{OUT}/logs/train/{{phase}}/{{backend}}/{{batch}}.log",
     threads: 1

@@ -9,6 +9,7 @@ outputs and Snakemake's metadata never touch the checkout's ``results/``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from hrta.agreement import VERDICTS
 
@@ -47,6 +49,25 @@ def test_dry_run_of_every_grid(tmp_path, grid):
     for rule in ("plan_tune", "train", "select_learning_rates", "plan_eval", "aggregate",
                  "agreement"):
         assert f"{rule} " in out or f"rule {rule}:" in out, f"no {rule} job in the dry run"
+
+
+def test_ntk_checks_run_in_the_first_evaluation_job_or_alone(tmp_path):
+    """A theory backend that trains evaluation runs checks its NTK in its first evaluation job
+    (rule train_with_ntk); one that does not gets a theory_ntk_width job."""
+    grid = yaml.safe_load((ROOT / "benchmarks" / "smoke.yaml").read_text())
+    grid["agreement"]["backends"] = ["numpy", "jax"]
+    grid["theory"]["ntk_backends"] = ["numpy", "torch"]
+    path = tmp_path / "ntk.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    done = snakemake(tmp_path, "-n", "--cores", "2", "--config", f"grid={path}", SKIP)
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    jobs = re.findall(r"rule (\w+):\n(?:    .*\n)*?    wildcards: (.*)\n", out)
+    ntk = {w for rule, w in jobs if rule == "train_with_ntk"}
+    alone = {w for rule, w in jobs if rule == "theory_ntk_width"}
+    trained = {w for rule, w in jobs if rule == "train" and "phase=eval" in w}
+    assert ntk == {"backend=numpy"} and alone == {"backend=torch"}
+    assert trained == {"phase=eval, backend=jax, batch=0"}
 
 
 def test_config_typo_is_rejected_with_the_key_named(tmp_path):

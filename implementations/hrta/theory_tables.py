@@ -124,3 +124,16 @@ def rates_table(plan_path: Path | str, manifest_paths: Iterable[Path | str]) -> 
     for col in ("measured_rate", "kappa_measured", "kappa_ratio"):
         table[col] = table[col].astype(float)
     return table
+
+
+def write_width_check(grid: Grid, backend_name: str, table_path: Path | str,
+                      checks_path: Path | str, *, missing: str = "fail") -> str:
+    """:func:`width_table` written to ``table_path`` (parquet) and ``checks_path`` (JSON);
+    returns a one-line summary for the job's log."""
+    from hrta.aggregate import write_json, write_parquet
+
+    table, checks = width_table(grid, backend_name, missing=missing)
+    write_parquet(table, table_path)
+    write_json(checks, checks_path)
+    verdicts = {task: c["verdict"] for task, c in checks["checks"].items()}
+    return f"empirical NTK of {backend_name}: {len(table)} rows {verdicts}"

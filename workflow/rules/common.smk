@@ -1,5 +1,7 @@
 # Shared definitions: the grid, where its outputs go, and the training jobs' layout, all
 # computed when the workflow is parsed (the layout does not depend on the tuning's results).
+import re
+
 from snakemake.exceptions import WorkflowError
 
 from hrta import grid as hgrid
@@ -49,6 +51,17 @@ if MISSING and config["missing_backends"] == "fail":
 BACKENDS = sorted(name for name in STATUS if name not in MISSING)
 LAYOUT = hgrid.layout(GRID, RUNS_PER_JOB, set(BACKENDS))
 THEORY_BACKENDS = [b for b in hgrid.theory_backends(GRID) if b in BACKENDS]
+# A theory backend that also trains evaluation runs checks its empirical NTK in its first
+# evaluation job (rule train_with_ntk), where the framework is already imported (TensorFlow's
+# import alone takes 4.5 s, jax's and torch's 1.5 s); the others get a job of their own (rule
+# theory_ntk_width).
+NTK_WITH_TRAINING = [b for b in THEORY_BACKENDS if LAYOUT.get(("eval", b), 0) > 0]
+NTK_ALONE = [b for b in THEORY_BACKENDS if b not in NTK_WITH_TRAINING]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (nothing when there are none)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 # Longest job first: of the framework jobs that are ready together (a phase's training batches,
 # the empirical-NTK jobs), those of the frameworks that are slowest to start (import and

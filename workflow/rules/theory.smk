@@ -25,12 +25,14 @@ rule theory_ntk_width:
     output:
         table=f"{OUT}/theory/ntk_width/{{backend}}.parquet",
         checks=f"{OUT}/theory/ntk_width/{{backend}}.json",
+    # only the theory backends with no evaluation runs; the others' check is made by their
+    # first evaluation job (rule train_with_ntk, in train.smk)
+    wildcard_constraints:
+        backend=one_of(NTK_ALONE),
     params:
         missing=config["missing_backends"],
     # below the training chain (priority 10), which is mostly one job at a time: these jobs
-    # need only the grid and fill the other core from the start. At 0 they started after the
-    # evaluation jobs and alone held back the report; at 10 they took both cores first and
-    # held back the chain.
+    # need only the grid and fill the other core from the start
     priority: lambda wildcards: 5 + start_up_rank(wildcards)
     log:
         f"{OUT}/logs/theory/ntk_width_{{backend}}.log",

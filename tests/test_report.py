@@ -9,6 +9,8 @@ import base64
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +23,7 @@ from scipy import stats as sps
 from hrta import grid as hgrid
 from hrta.cli import main
 from hrta.report import claims, stats
-from hrta.report.build import build_report, render_figures
-from hrta.report.document import Document, Figure, Section
+from hrta.report.build import build_report, can_fork
 from hrta.report.load import Bundle, ReportInputError, load_bundle, report_id
 from hrta.report.provenance import code_version
 
@@ -372,10 +373,21 @@ def test_report_is_one_self_contained_html_file_and_a_markdown_twin(built):
         assert "CITATION.cff" in text
 
 
+def _in_fresh_process(code: str) -> None:
+    """Run ``code`` in a new interpreter: this test process may have imported a framework,
+    which turns forked figure drawing off (hrta.report.build.FORK_UNSAFE)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.slow
 def test_figures_drawn_in_parallel_are_those_drawn_serially(built, tmp_path):
-    folder = build_report(built["results"], tmp_path / "reports", workers=2)
-    assert folder.name == built["folder"].name
+    _in_fresh_process(
+        "from hrta.report.build import build_report, can_fork\n"
+        "assert can_fork()\n"
+        f"build_report({str(built['results'])!r}, {str(tmp_path / 'reports')!r}, workers=2)\n")
+    folder = tmp_path / "reports" / built["folder"].name
     serial = sorted((built["folder"] / "figures").iterdir())
     parallel = sorted((folder / "figures").iterdir())
     assert len(serial) >= 5 and [p.name for p in parallel] == [p.name for p in serial]
@@ -383,28 +395,38 @@ def test_figures_drawn_in_parallel_are_those_drawn_serially(built, tmp_path):
         assert one.read_bytes() == other.read_bytes(), one.name
 
 
-def _tiny_figure(value: float):
-    from matplotlib.figure import Figure as MplFigure
+RENDER_CHECK = """
+import pytest
+from matplotlib.figure import Figure as MplFigure
+from hrta.report.build import can_fork, render_figures
+from hrta.report.document import Document, Figure, Section
 
+def tiny(value):
     fig = MplFigure(figsize=(1, 1))
     fig.subplots().plot([0, 1], [0, value])
     return fig
 
-
-def _broken_figure():
+def broken():
     raise ValueError("figure data: expected a column 'loss'")
+
+assert can_fork()
+figures = [Figure(f"f{i}", "t", "c", make=lambda i=i: tiny(i)) for i in range(3)]
+render_figures(Document("d", [], [Section("s", "S", list(figures))]), workers=2)
+assert all(f.png.startswith(b"\\x89PNG") for f in figures) and len({f.png for f in figures}) == 3
+doc = Document("d", [], [Section("s", "S", [Figure("ok", "t", "c", make=lambda: tiny(1.0)),
+                                             Figure("bad", "t", "c", make=broken)])])
+with pytest.raises(ValueError, match="expected a column 'loss'"):
+    render_figures(doc, workers=2)
+"""
 
 
 def test_render_figures_fills_every_figure_and_a_worker_error_reaches_the_caller():
-    figures = [Figure(f"f{i}", "t", "c", make=lambda i=i: _tiny_figure(i)) for i in range(3)]
-    render_figures(Document("d", [], [Section("s", "S", list(figures))]), workers=2)
-    assert all(f.png and f.png.startswith(b"\x89PNG") for f in figures)
-    assert len({f.png for f in figures}) == 3
-    broken = Document("d", [], [Section("s", "S", [
-        Figure("ok", "t", "c", make=lambda: _tiny_figure(1.0)),
-        Figure("bad", "t", "c", make=_broken_figure)])])
-    with pytest.raises(ValueError, match="expected a column 'loss'"):
-        render_figures(broken, workers=2)
+    _in_fresh_process(RENDER_CHECK)
+
+
+def test_no_forked_drawing_once_a_framework_is_imported(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", object())
+    assert not can_fork()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import math
 import multiprocessing
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -545,18 +546,23 @@ def reproduce_section(bundle: Bundle, cmd: Commands, rid: str) -> Section:
 
 
 def assemble(bundle: Bundle, rid: str, cmd: Commands, code: dict, date: dt.datetime,
-             ) -> tuple[Document, dict]:
+             workers: int = 1) -> tuple[Document, dict]:
     """The document and the machine-readable side files (claims, certificate, provenance,
-    BibTeX)."""
-    results = cl.evaluate_claims(bundle)
+    BibTeX). With ``workers`` > 1 every figure is rendered on return: those drawn from the
+    tables alone in forked processes while the claims are evaluated (:class:`FigureDrawing`),
+    the claims' own figures after them."""
     cert = certificate(bundle, rid)
+    from_tables = [*task_sections(bundle, cmd), agreement_section(bundle, cert, cmd),
+                   theory_section(bundle, cmd), *performance_sections(bundle)]
+    early = [i for i in Document("", [], from_tables).items() if isinstance(i, Figure)]
+    with FigureDrawing(early if workers > 1 else [], workers) as drawing:
+        results = cl.evaluate_claims(bundle)
+        drawing.finish()
     prov = provenance(bundle, rid, code, date)
     cff = citation_cff()
     bib = bibtex(rid, bundle.name, code, date, cff)
     sections = [overview_section(results, bundle, cmd), *claims_sections(results, bundle, cmd),
-                *task_sections(bundle, cmd), agreement_section(bundle, cert, cmd),
-                theory_section(bundle, cmd), *performance_sections(bundle),
-                provenance_section(prov, cmd),
+                *from_tables, provenance_section(prov, cmd),
                 citation_section(bib, cff), reproduce_section(bundle, cmd, rid)]
     digest = str(bundle.grid_doc.get("digest", ""))[:12]
     meta = [("report id", rid), ("grid", f"{bundle.name} (digest {digest})"),
@@ -601,36 +607,80 @@ def write_only(doc: Document, ids: list[str], out: Path) -> list[Path]:
 
 
 _PENDING: list[Figure] = []
-"""The figures a forked worker of :func:`render_figures` draws, by index (inherited at fork:
-a figure's ``make`` is a closure over the loaded tables, which cannot be pickled)."""
+"""The figures the forked workers of the one running :class:`FigureDrawing` draw, by index
+(inherited at fork: a figure's ``make`` is a closure over the loaded tables, which cannot be
+pickled)."""
 
 
 def _render_pending(index: int) -> bytes:
     return _PENDING[index].render()
 
 
-def render_figures(doc: Document, workers: int = 1) -> None:
-    """Render every figure of ``doc`` not rendered yet (sets each ``Figure.png``).
+FORK_UNSAFE = ("jax", "tensorflow", "torch")
+"""Frameworks whose thread pools make a fork of this process unsafe once imported."""
 
-    With ``workers`` > 1 the figures are drawn by that many forked processes, one figure at a
-    time each, which is where the report spends most of its time (about 4 s of 7 s on the
-    smoke grid). Drawing is deterministic, so the PNG bytes are those of a serial rendering.
-    Where ``fork`` is not available (Windows, macOS' default), rendering is serial."""
-    global _PENDING
-    figures = [item for item in doc.items() if isinstance(item, Figure) and item.png is None]
-    workers = min(int(workers), len(figures))
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        for figure in figures:
-            figure.render()
-        return
-    _PENDING = figures
-    try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            pngs = pool.map(_render_pending, range(len(figures)), chunksize=1)
-    finally:
+
+def can_fork() -> bool:
+    """Whether figures may be drawn in forked processes here (see :class:`FigureDrawing`)."""
+    return ("fork" in multiprocessing.get_all_start_methods()
+            and not any(name in sys.modules for name in FORK_UNSAFE))
+
+
+class FigureDrawing:
+    """Draw ``figures`` (those not rendered yet) in ``workers`` forked processes, one figure
+    at a time each, in the background while the caller goes on; :meth:`finish` waits and sets
+    each ``Figure.png``. With fewer than 2 workers, no ``fork`` (Windows, macOS' default) or a
+    framework with its own threads imported in this process (:data:`FORK_UNSAFE`; the
+    pipeline's report job imports none) nothing runs in the background and :meth:`finish`
+    draws them serially. Drawing is
+    deterministic, so the PNG bytes are those of a serial rendering. One at a time per
+    process; use it as a context manager so that an error stops the workers."""
+
+    def __init__(self, figures: list[Figure], workers: int = 1):
+        global _PENDING
+        self.figures = [f for f in figures if f.png is None]
+        self.pool = self.pending = None
+        workers = min(int(workers), len(self.figures))
+        if workers >= 2 and can_fork():
+            _PENDING = self.figures
+            self.pool = multiprocessing.get_context("fork").Pool(workers)
+            self.pending = self.pool.map_async(_render_pending, range(len(self.figures)),
+                                               chunksize=1)
+
+    def finish(self) -> None:
+        if self.pool is None:
+            for figure in self.figures:
+                figure.render()
+            self.figures = []
+            return
+        try:
+            pngs = self.pending.get()
+        finally:
+            self._stop()
+        for figure, png in zip(self.figures, pngs, strict=True):
+            figure.png = png
+        self.figures = []
+
+    def _stop(self) -> None:
+        global _PENDING
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
         _PENDING = []
-    for figure, png in zip(figures, pngs, strict=True):
-        figure.png = png
+
+    def __enter__(self) -> FigureDrawing:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop()
+
+
+def render_figures(doc: Document, workers: int = 1) -> None:
+    """Render every figure of ``doc`` not rendered yet (sets each ``Figure.png``), with
+    ``workers`` forked processes (:class:`FigureDrawing`)."""
+    with FigureDrawing([i for i in doc.items() if isinstance(i, Figure)], workers) as drawing:
+        drawing.finish()
 
 
 def build_report(results_dir: Path | str, out_root: Path | str = "reports",
@@ -646,7 +696,7 @@ def build_report(results_dir: Path | str, out_root: Path | str = "reports",
     date = date or dt.datetime.now(dt.timezone.utc)
     out_root = Path(out_root)
     cmd = Commands(str(results_dir), str(out_root) if not only else "reports", bundle.name)
-    doc, side = assemble(bundle, rid, cmd, code, date)
+    doc, side = assemble(bundle, rid, cmd, code, date, workers=1 if only else workers)
     if only:
         write_only(doc, only, out_root)
         return out_root

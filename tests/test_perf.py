@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -102,6 +103,8 @@ def test_toy_run_writes_every_measurement_and_target(toy):
         assert row["ratio_to_limit"] == pytest.approx(row["us_per_step"] / row["limit_us"])
     assert perf["vectorised"][0]["max_rel_loss_deviation"] < 1e-12  # same formulas, float64
     assert set(perf["scaling"]["series"]) == {"width", "n", "steps"}
+    # measured in a child process on one CPU where the OS can pin it (Linux)
+    assert perf["scaling"]["cpus"] == (1 if hasattr(os, "sched_setaffinity") else os.cpu_count())
     names = [t["name"] for t in perf["targets"]]
     assert sum(n.startswith("vs eager peer") for n in names) == 4
     assert any("fastest" in n for n in names) and any("linear in" in n for n in names)

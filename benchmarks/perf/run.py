@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -138,24 +139,22 @@ def vectorised(args, backends) -> list[dict]:
     return out
 
 
-def scaling(args, backend: str) -> dict:
-    """us per step against width and n, and train seconds against K, on ``backend`` (GD,
-    float64); a line fitted to each."""
-    def per_step(width, n, steps):
-        inputs = build_inputs(measure.make_spec(width, n, steps, "sgd", "float64"))
-        return measure.time_backend(backend, inputs, args.repeats)
-
-    base_w, base_n = args.width, args.n
-    base_k = min(args.steps, 1000)
+def scaling_series(params: dict) -> dict:
+    """us per step against width and n, and train seconds against K (GD, float64), with a
+    line fitted to each; ``params``: backend, repeats, width, n, steps, widths, ns, steps_list.
+    """
+    backend, repeats = params["backend"], params["repeats"]
+    base_w, base_n, base_k = params["width"], params["n"], min(params["steps"], 1000)
     out = {"backend": backend, "optimizer": "sgd", "dtype": "float64", "series": {}}
-    series = [("width", args.scaling_widths, lambda v: (v, base_n, base_k), "us_per_step"),
-              ("n", args.scaling_ns, lambda v: (base_w, v, base_k), "us_per_step"),
-              ("steps", args.scaling_steps, lambda v: (base_w, base_n, v), "train_seconds")]
+    series = [("width", params["widths"], lambda v: (v, base_n, base_k), "us_per_step"),
+              ("n", params["ns"], lambda v: (base_w, v, base_k), "us_per_step"),
+              ("steps", params["steps_list"], lambda v: (base_w, base_n, v), "train_seconds")]
     for key, values, shape, unit in series:
         ys = []
         for v in values:
-            say(f"  scaling: {backend} {key} = {v} ...")
-            t = per_step(*shape(v))
+            print(f"  scaling: {backend} {key} = {v} ...", file=sys.stderr, flush=True)
+            inputs = build_inputs(measure.make_spec(*shape(v), "sgd", "float64"))
+            t = measure.time_backend(backend, inputs, repeats)
             ys.append(t["seconds_per_step"] * 1e6 if unit == "us_per_step"
                       else t["seconds_per_step"] * t["steps_run"])
         fit = analysis.linear_fit(values, ys)
@@ -163,6 +162,38 @@ def scaling(args, backend: str) -> dict:
                               "fixed": dict(zip(("width", "n", "steps"), shape(0),
                                                 strict=True)),
                               "fit": fit.__dict__}
+    return out
+
+
+def _scaling_child() -> None:
+    """Entry point of the scaling child process: params as JSON on stdin, result on stdout."""
+    print(json.dumps(scaling_series(json.load(sys.stdin))))
+
+
+def _one_cpu() -> None:
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def scaling(args, backend: str) -> dict:
+    """:func:`scaling_series` on ``backend``, in a child process pinned to one CPU where the OS
+    allows it (Linux), so that the series measure the work of a step: XLA splits a step's
+    loops across both cores once they are large enough, which bends a two-core series below
+    its line (jax, width 1000: 124, 195 and 318 us per step at n 200, 400 and 800 on two
+    cores, 134, 254 and 546 us on one, measured 2026-12-02). The workload tables above are
+    the two-core times."""
+    params = {"backend": backend, "repeats": args.repeats, "width": args.width, "n": args.n,
+              "steps": args.steps, "widths": args.scaling_widths, "ns": args.scaling_ns,
+              "steps_list": args.scaling_steps}
+    pinned = hasattr(os, "sched_setaffinity")
+    done = subprocess.run(
+        [sys.executable, "-c", "from benchmarks.perf.run import _scaling_child; _scaling_child()"],
+        input=json.dumps(params), stdout=subprocess.PIPE, text=True, cwd=measure.REPO,
+        preexec_fn=_one_cpu if pinned else None, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the scaling child process failed (exit {done.returncode}); its "
+                           "error is printed above")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out["cpus"] = 1 if pinned else os.cpu_count()
     return out
 
 
@@ -189,8 +220,9 @@ def plot_scaling(scale: dict, path: Path) -> None:
         ax.set_xlim(left=0)
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
+    cores = "one core" if scale.get("cpus") == 1 else f"{scale.get('cpus')} cores"
     fig.suptitle(f"Cost of training on {scale['backend']} (full-batch GD, "
-                 f"{scale['dtype']}, compile time apart)", fontsize=11)
+                 f"{scale['dtype']}, {cores}, compile time apart)", fontsize=11)
     fig.savefig(path, dpi=110, facecolor="white", metadata={"Software": None})
 
 
@@ -307,7 +339,8 @@ def print_report(result: dict) -> None:
               fmt(v["batched_compile_seconds"], 2), fmt(v["speedup"]),
               f"{v['max_rel_loss_deviation']:.1e}"] for v in result["vectorised"]]))
     if result["scaling"]:
-        say(f"\n== scaling ({result['scaling']['backend']}, GD float64)")
+        say(f"\n== scaling ({result['scaling']['backend']}, GD float64, "
+            f"{result['scaling']['cpus']} CPU{'s' if result['scaling']['cpus'] > 1 else ''})")
         for key, s in result["scaling"]["series"].items():
             say(f"{key}: " + ", ".join(f"{x}: {fmt(y)}" for x, y in zip(s["x"], s["y"],
                                                                        strict=True))

@@ -121,3 +121,16 @@ def test_report_shows_the_performance_section_when_the_harness_ran(toy):
     table = next(b for b in section.blocks if getattr(b, "id", "") == "perf-targets")
     assert len(table.rows) == len(json.loads((out / "perf.json").read_text())["targets"])
     assert performance_sections(SimpleNamespace(root=out.parent / "nowhere" / "x")) == []
+
+
+def test_why_peer_names_the_backends_that_miss_and_every_eager_time():
+    def row(backend, speedup, eager):
+        return {"workload": "reference", "backend": backend, "speedup_vs_peer": speedup,
+                "peer_us_per_step": eager}
+
+    rows = [row("torch", 5.0, 400.0), row("torch", 4.0, 500.0), row("jax", 60.0, 6000.0),
+            row("numpy", None, None)]
+    text = run.why_peer(rows)
+    assert text.startswith("Why torch is less than 10x ahead")
+    assert "torch 400-500, jax 6000-6000" in text and "numpy" not in text
+    assert run.why_peer([row("jax", 60.0, 6000.0)]) is None

@@ -90,3 +90,32 @@ def test_the_guarded_call_trains_as_the_direct_one(case, monkeypatch):
     assert got.diverged_step == want.diverged_step
     for name, value in want.params.items():
         np.testing.assert_array_equal(got.params[name], value)
+
+
+def test_more_structures_than_dynamos_limit_all_compile(monkeypatch):
+    """The compiled-step cache is emptied (and Dynamo reset) before Dynamo's per-function graph
+    limit is hit; without that the third structure here would train eagerly with
+    FailOnRecompileLimitHit recorded."""
+    import torch
+
+    monkeypatch.setattr(tb, "_COMPILED", {})
+    monkeypatch.setattr(tb, "RECOMPILE_LIMIT", 3)
+    name = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") \
+        else "cache_size_limit"
+    backend = tb.TorchBackend(compile=True)
+    sgd, adam = {"name": "sgd", "lr": 0.1}, {"name": "adam", "lr": 0.01}
+    results = []
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(**{name: 3}):  # the backend raises it to max(limit, 3)
+        for optimizer, dtype in [(sgd, "float64"), (sgd, "float32"), (adam, "float64"),
+                                 (sgd, "float64"), (adam, "float32")]:
+            got = backend.train(inputs_of(optimizer, dtype=dtype))
+            assert got.details["loop"].startswith("compiled"), got.details.get("compile_error")
+            assert got.details.get("compile_error") is None
+            assert len(tb._COMPILED) <= 2
+            results.append(got)
+    torch._dynamo.reset()  # the graphs counted under the lowered limit
+    # the first structure, compiled again after the cache was emptied, trains identically
+    np.testing.assert_array_equal(results[3].losses, results[0].losses)
+    for name, value in results[0].params.items():
+        np.testing.assert_array_equal(results[3].params[name], value)

@@ -359,14 +359,24 @@ def _same(x, y) -> bool:
 
 
 _COMPILED: dict = {}
-"""(structure, shapes and dtypes of the inputs, threads) -> _Compiled, for the life of the
-process."""
+"""(structure, shapes and dtypes of the inputs, threads) -> _Compiled; at most
+``RECOMPILE_LIMIT - 1`` at a time (see :func:`_compiled`)."""
 
 
 def _compiled(st: _Structure, example):
+    """The compiled step of this structure and these inputs, compiled on first use. Every
+    structure's step function shares one code object, and Dynamo counts graphs per code
+    object: at RECOMPILE_LIMIT it would refuse to compile (fullgraph) and the run would train
+    eagerly. So when the cache is full it is emptied and Dynamo reset, and the structures
+    still in use are compiled again when next met (inductor's disk cache makes that quick);
+    this also bounds the memory the compiled graphs hold."""
+    torch = _torch()
     key = (st, tuple((tuple(t.shape), t.dtype) for t in example),
-           _torch().get_num_threads())  # inductor's C++ kernels are built for a thread count
+           torch.get_num_threads())  # inductor's C++ kernels are built for a thread count
     if key not in _COMPILED:
+        if len(_COMPILED) >= RECOMPILE_LIMIT - 1:
+            _COMPILED.clear()
+            torch._dynamo.reset()
         _COMPILED[key] = _Compiled(_make_steps(st), example)
     return _COMPILED[key]
 

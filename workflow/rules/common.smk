@@ -63,11 +63,13 @@ def one_of(names):
     """A wildcard constraint matching exactly these names (nothing when there are none)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
+
 # Longest job first: of the framework jobs that are ready together (a phase's training batches,
 # the empirical-NTK jobs), those of the frameworks that are slowest to start (import and
 # compilation) start first, so that quick ones fill the other core at the end instead of one
-# slow job running alone. Measured on the smoke grid's evaluation jobs: tensorflow 15 s, jax
-# 8 s, torch 5 s, numpy under 1 s. Other backends (plugins) rank 0.
+# slow job running alone. Measured on the smoke grid's evaluation jobs (CPU seconds, NTK check
+# included): tensorflow 13-14, jax 6-7, torch 2-3, numpy under 1. Other backends (plugins)
+# rank 0.
 START_UP_RANK = {"tensorflow": 3, "jax": 2, "torch": 1}
 
 

@@ -324,7 +324,7 @@ WHY_VMAP = (
     "so batching shares only the per-call and per-step overheads, and it does not reduce the "
     "arithmetic. It pays where a run is too small to keep the machine busy (docs/"
     "performance.md: 32 runs of the smoke grid's size, width 16, n 20, 40 steps, measured "
-    "13.6x for jax); add such a check with --vmap jax 16 20 40 32.")
+    "15.6x for jax); add such a check with --vmap jax 16 20 40 32.")
 
 
 # ---------------------------------------------------------------------------- output

@@ -297,7 +297,7 @@ def _initial_carry(structure: Structure, params: dict):
     """The carry of step 0, on the host: the parameters, a placeholder optimizer state of the
     right shapes (NumPy zeros; step 0's reset flag replaces it by optax's ``init`` inside the
     compiled program) and stopped = False. Calling ``init`` eagerly would compile a small
-    program per operation, shape and dtype (12 in the smoke grid's jax job, about 1 s)."""
+    program per operation, shape and dtype (12 in the smoke grid's jax job)."""
     import jax
 
     init, _ = _programs(structure)

@@ -256,7 +256,7 @@ class Program:
         self.trained = [self.params[k] for k in PARAM_ORDER if k in spec.model.train]
         update.build(tf, self.trained)
         # autograph off: the loop is written with tf.while_loop / tf.cond already, and
-        # converting it took 40% of each trace (0.43 s to 0.27 s per trace, measured)
+        # converting it took 40% of each trace (0.43 s to 0.27 s per trace under cProfile)
         self.run_chunk = tf.function(self._chunk, jit_compile=jit_compile, autograph=False)
         self.runs = 0
         self.lock = threading.Lock()

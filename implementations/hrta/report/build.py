@@ -632,9 +632,9 @@ class FigureDrawing:
     each ``Figure.png``. With fewer than 2 workers, no ``fork`` (Windows, macOS' default) or a
     framework with its own threads imported in this process (:data:`FORK_UNSAFE`; the
     pipeline's report job imports none) nothing runs in the background and :meth:`finish`
-    draws them serially. Drawing is
-    deterministic, so the PNG bytes are those of a serial rendering. One at a time per
-    process; use it as a context manager so that an error stops the workers."""
+    draws them serially. Drawing is deterministic, so the PNG bytes are those of a serial
+    rendering. One at a time per process; use it as a context manager so that an error stops
+    the workers."""
 
     def __init__(self, figures: list[Figure], workers: int = 1):
         global _PENDING
